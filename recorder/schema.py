@@ -1,0 +1,116 @@
+"""The recorded tables: column names, their Arrow types, and the form adapters hand them in.
+
+Adapters emit rows as tuples in the column order below, carrying values close to the wire:
+decimal numbers as their exact text, timestamps as the exchange's text or as integer
+microseconds. The sink converts whole columns in Arrow, which is exact and cheap; converting
+per value in Python is neither (see docs/architecture.md).
+
+Input kinds:
+- ``str``: text, dictionary-encoded on disk (low cardinality: exchange, symbol, side...).
+- ``text``: free text (frames, details, ids), not dictionary-encoded.
+- ``price`` / ``qty`` / ``wide``: exact decimal text -> decimal128 (see the DECIMAL_* types).
+- ``ts_text``: exchange time as text, either epoch seconds ("1618678142.557535", v1) or
+  ISO-8601 ("2026-07-07T23:00:03.947173Z", v2), or None -> timestamp[us, UTC].
+- ``ts_us``: integer microseconds since the epoch -> timestamp[us, UTC].
+- ``int64`` / ``int32`` / ``uint32`` / ``bool``: Python ints / bools, or None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+# Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
+# digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals.
+DECIMAL_PRICE = pa.decimal128(18, 10)
+DECIMAL_QTY = pa.decimal128(22, 10)
+DECIMAL_WIDE = pa.decimal128(28, 10)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "text": pa.string(),
+    "price": DECIMAL_PRICE,
+    "qty": DECIMAL_QTY,
+    "wide": DECIMAL_WIDE,
+    "ts_text": TIMESTAMP,
+    "ts_us": TIMESTAMP,
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "uint32": pa.uint32(),
+    "bool": pa.bool_(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    kind: str
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW_TYPES[self.kind]
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    out = []
+    for item in spec.split():
+        name, kind = item.split(":")
+        out.append(Column(name, kind))
+    return tuple(out)
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "trades": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us price:price qty:qty "
+        "side:str trade_id:int64 ord_type:str misc:str"
+    ),
+    # One exchange message = one update_id; checksum is the exchange's value for that update
+    # (null on v1 snapshots). depth is the subscribed depth.
+    "book": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us side:str price:price qty:qty "
+        "is_snapshot:bool update_id:int64 checksum:uint32 republish:bool depth:int32"
+    ),
+    "spread": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid_price:price bid_qty:qty "
+        "ask_price:price ask_qty:qty"
+    ),
+    "ohlc": _cols(
+        "exchange:str symbol:str interval:int32 interval_begin:ts_text ts_exchange:ts_text "
+        "ts_recv:ts_us open:price high:price low:price close:price vwap:price volume:wide "
+        "trades:int64"
+    ),
+    "ticker": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid:price bid_qty:qty "
+        "ask:price ask_qty:qty last:price last_qty:qty volume:wide volume_today:wide "
+        "vwap:price vwap_today:price low:price low_today:price high:price high_today:price "
+        "open:price open_today:price change:price change_pct:price trades:int64 "
+        "trades_today:int64"
+    ),
+    "fills": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us order_id:text trade_id:text "
+        "side:str price:price qty:qty cost:wide fee:wide fee_currency:str liquidity:str "
+        "ord_type:str"
+    ),
+    "orders": _cols(
+        "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us order_id:text status:str "
+        "side:str ord_type:str limit_price:price order_qty:qty filled_qty:qty avg_price:price "
+        "detail:text"
+    ),
+    "events": _cols(
+        "exchange:str ts_recv:ts_us kind:str symbol:str channel:str detail:text conn_id:int64"
+    ),
+    "raw": _cols("exchange:str ts_recv:ts_us conn_id:int64 endpoint:str frame:text"),
+}
+
+
+def column_index(table: str, name: str) -> int:
+    for i, col in enumerate(TABLES[table]):
+        if col.name == name:
+            return i
+    raise KeyError(f"{table}.{name}")
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow_type) for c in TABLES[table]])
