@@ -67,10 +67,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "side:str trade_id:int64 ord_type:str misc:str"
     ),
     # One exchange message = one update_id; checksum is the exchange's value for that update
-    # (null on v1 snapshots). depth is the subscribed depth.
+    # (null on v1 snapshots). depth is the subscribed depth. verified: the book after this
+    # update matched the checksum (true), did not or awaits a resync (false), or had no
+    # checksum to compare (null). It is always the last column.
     "book": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us side:str price:price qty:qty "
-        "is_snapshot:bool update_id:int64 checksum:uint32 republish:bool depth:int32"
+        "is_snapshot:bool update_id:int64 checksum:uint32 republish:bool depth:int32 "
+        "verified:bool"
     ),
     "spread": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid_price:price bid_qty:qty "

@@ -1,0 +1,148 @@
+"""Order books kept per symbol to verify Kraken's checksum on every update.
+
+Each book holds the exact price and quantity text per level (the checksum is defined over
+the wire text) keyed by a numeric sort key. Updates are applied in wire order, each side is
+cut back to the subscribed depth (Kraken sends no delete for levels that fall out of scope),
+then the top 10 of each side are checksummed (see recorder.kraken.checksum).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field
+
+from recorder.kraken.checksum import book_checksum
+from recorder.schema import TABLES, column_index
+
+_SYMBOL = column_index("book", "symbol")
+_SIDE = column_index("book", "side")
+_PRICE = column_index("book", "price")
+_QTY = column_index("book", "qty")
+_SNAPSHOT = column_index("book", "is_snapshot")
+_CHECKSUM = column_index("book", "checksum")
+_DEPTH = column_index("book", "depth")
+_VERIFIED = column_index("book", "verified")
+# process() rewrites rows as row[:_VERIFIED] + (flag,), so verified must be the last column.
+assert _VERIFIED == len(TABLES["book"]) - 1
+
+
+class _Side:
+    """One side of a book, best level first (bids store negated keys)."""
+
+    __slots__ = ("keys", "levels", "sign")
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+        self.keys: list[float] = []
+        self.levels: dict[float, tuple[str, str]] = {}
+
+    def apply(self, price: str, qty: str) -> None:
+        key = float(price) * self.sign
+        if float(qty) == 0.0:
+            if self.levels.pop(key, None) is not None:
+                del self.keys[bisect_left(self.keys, key)]
+            return
+        if key not in self.levels:
+            insort(self.keys, key)
+        self.levels[key] = (price, qty)
+
+    def truncate(self, depth: int) -> None:
+        if len(self.keys) > depth:
+            for key in self.keys[depth:]:
+                del self.levels[key]
+            del self.keys[depth:]
+
+    def top(self, n: int) -> list[tuple[str, str]]:
+        levels = self.levels
+        return [levels[k] for k in self.keys[:n]]
+
+
+@dataclass
+class Book:
+    depth: int
+    asks: _Side = field(default_factory=lambda: _Side(1.0))
+    bids: _Side = field(default_factory=lambda: _Side(-1.0))
+    # False from a checksum mismatch until the next snapshot: the book is known to be wrong.
+    healthy: bool = True
+
+    def checksum(self) -> int:
+        return book_checksum(self.asks.top(10), self.bids.top(10))
+
+    def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        return self.asks.top(n), self.bids.top(n)
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    symbol: str
+    expected: int
+    computed: int
+
+
+class BookKeeper:
+    """Books of one connection; verifies and marks the book rows of each message."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, Book] = {}
+        self.verified = 0
+        self.mismatches = 0
+
+    def reset(self, symbol: str | None = None) -> None:
+        """Forget one symbol's book (a resync) or all of them (a new connection)."""
+        if symbol is None:
+            self.books.clear()
+        else:
+            self.books.pop(symbol, None)
+
+    def process(self, rows: list[tuple], start: int) -> list[Mismatch]:
+        """Apply the book rows ``rows[start:]`` of one message, verify, and set ``verified``.
+
+        Rows of one message may cover several symbols (v2 ``data`` arrays); each symbol's
+        levels are applied in wire order, then its checksum is compared once.
+        """
+        mismatches: list[Mismatch] = []
+        end = len(rows)
+        i = start
+        while i < end:
+            symbol = rows[i][_SYMBOL]
+            j = i
+            while j < end and rows[j][_SYMBOL] == symbol:
+                j += 1
+            result = self._apply(rows, i, j, symbol)
+            if isinstance(result, Mismatch):
+                mismatches.append(result)
+                verified = False
+            else:
+                verified = result
+            if verified is not None:
+                for k in range(i, j):
+                    rows[k] = rows[k][:_VERIFIED] + (verified,)
+            i = j
+        return mismatches
+
+    def _apply(self, rows: list[tuple], i: int, j: int, symbol: str) -> bool | None | Mismatch:
+        first = rows[i]
+        book = self.books.get(symbol)
+        if first[_SNAPSHOT]:
+            book = self.books[symbol] = Book(first[_DEPTH] or 1000)
+        elif book is None:
+            # An update before any snapshot (e.g. right after a resync request): unusable.
+            return False
+        asks, bids = book.asks, book.bids
+        for k in range(i, j):
+            r = rows[k]
+            (asks if r[_SIDE] == "ask" else bids).apply(r[_PRICE], r[_QTY])
+        asks.truncate(book.depth)
+        bids.truncate(book.depth)
+        if not book.healthy:
+            return False
+        expected = first[_CHECKSUM]
+        if expected is None:
+            return None
+        computed = book.checksum()
+        if computed != expected:
+            book.healthy = False
+            self.mismatches += 1
+            return Mismatch(symbol, expected, computed)
+        self.verified += 1
+        return True

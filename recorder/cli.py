@@ -1,0 +1,190 @@
+"""The ``recorder`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from recorder.config import Config, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Record Kraken market data to Parquet and query it with DuckDB.")
+
+log = logging.getLogger("recorder")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr and a non-zero exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load_all(paths: list[Path]) -> list[Config]:
+    configs = []
+    for p in paths:
+        try:
+            configs.append(load_config(p))
+        except ConfigError as e:
+            fail(str(e))
+    return configs
+
+
+@app.command()
+def run(
+    configs: list[Path] = typer.Argument(..., help="Config files (TOML), one connection each."),
+    data: Path | None = typer.Option(None, "--data", help="Data directory (default: the "
+                                     "config's [output] path)."),
+    duration: float | None = typer.Option(None, "--duration", min=0.1,
+                                          help="Stop after this many seconds."),
+    url: str | None = typer.Option(None, "--url", help="Override the public WebSocket URL "
+                                   "(single config only)."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+) -> None:
+    """Record until SIGINT/SIGTERM (finishing every file) or until --duration has passed."""
+    _setup_logging(log_level)
+    loaded = _load_all(configs)
+    if url and len(loaded) > 1:
+        fail("--url overrides the endpoint of a single config; "
+             f"{len(loaded)} configs were given")
+    if url and not url.startswith(("ws://", "wss://")):
+        fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
+    for cfg in loaded:
+        if cfg.private_subscriptions:
+            fail(f"{cfg.path}: the private channel \"fills\" is not supported by this version "
+                 "yet; remove that [[subscribe]] entry")
+    if len(loaded) == 1:
+        code = _run_one(loaded[0], data, duration, url)
+    else:
+        code = _run_many(configs, data, duration, log_level)
+    raise typer.Exit(code)
+
+
+def _run_one(cfg: Config, data: Path | None, duration: float | None, url: str | None) -> int:
+    from recorder.collector import Collector
+    from sinks.parquet_sink import ParquetSink
+
+    root = data or cfg.output_path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the data directory {root}: {e.strerror}")
+    if not os.access(root, os.W_OK):
+        fail(f"the data directory {root} is not writable")
+    sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
+                       max_file_bytes=cfg.max_file_mb * 1024 * 1024,
+                       journal_interval=cfg.journal_interval,
+                       source=f"{cfg.name}-{os.getpid()}")
+    collector = Collector(cfg, sink, url=url, duration=duration)
+    collector.install_signal_handlers()
+    log.info("recording %s (%s, %s) into %s", cfg.path, cfg.exchange, cfg.api, root)
+    collector.run()
+    log.info("stopped: %d frames, %d book checksums verified, %d resyncs",
+             collector.frames, collector.books.verified, collector.resyncs)
+    return 0
+
+
+def _run_many(paths: list[Path], data: Path | None, duration: float | None,
+              log_level: str) -> int:
+    """One collector process per config; SIGINT/SIGTERM is forwarded to all of them."""
+    procs: list[subprocess.Popen] = []
+    for p in paths:
+        cmd = [sys.executable, "-m", "recorder", "run", str(p), "--log-level", log_level]
+        if data:
+            cmd += ["--data", str(data)]
+        if duration:
+            cmd += ["--duration", str(duration)]
+        procs.append(subprocess.Popen(cmd))
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [proc.wait() for proc in procs]
+    return max(codes, default=0)
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="SQL over the tables: trades, book, spread, ohlc, "
+                              "ticker, fills, orders, events, raw."),
+    data: Path = typer.Option(Path("data"), "--data", help="Data directory."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    out: Path | None = typer.Option(None, "--out", help="Write the result to a file "
+                                    "(.parquet, .csv or .json) instead of printing it."),
+) -> None:
+    """Run SQL over the recorded tables (one DuckDB view per table)."""
+    import duckdb
+
+    from recorder.query import available_tables, connect
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format {fmt!r} is not supported; allowed: table, csv, json")
+    if not data.is_dir():
+        fail(f"no data directory {data} (record with `recorder run`, or pass --data DIR)")
+    con = connect(data)
+    try:
+        rel = con.sql(sql)
+    except duckdb.Error as e:
+        tables = ", ".join(available_tables(data)) or "none yet"
+        fail(f"{str(e).splitlines()[0]}\n  tables with data in {data}: {tables}")
+    if rel is None:
+        return
+    if out is not None:
+        suffix = out.suffix.lower()
+        if suffix == ".parquet":
+            rel.write_parquet(str(out), compression="zstd")
+        elif suffix == ".csv":
+            rel.write_csv(str(out))
+        elif suffix == ".json":
+            out.write_text(_as_json(rel))
+        else:
+            fail(f"--out {out}: use a .parquet, .csv or .json file name")
+        typer.echo(f"wrote {out}", err=True)
+        return
+    if fmt == "table":
+        rel.show(max_width=10_000, max_rows=1_000)
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(rel.columns)
+        writer.writerows(rel.fetchall())
+    else:
+        typer.echo(_as_json(rel))
+
+
+def _as_json(rel) -> str:  # noqa: ANN001 - a DuckDB relation
+    import json
+
+    cols = rel.columns
+    rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+    # Decimals and timestamps as text: exact, and readable by any JSON consumer.
+    return json.dumps(rows, default=str, indent=None)
+
+
+def _register_optional_commands() -> None:
+    from recorder.simulator.cli import simulate
+
+    app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()

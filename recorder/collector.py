@@ -1,0 +1,286 @@
+"""One collector = one WebSocket connection, kept alive for as long as the job runs.
+
+The connection lifecycle lives here and only here: connect, subscribe, receive, stamp
+``ts_recv``, hand frames to the exchange adapter, watch for a stale connection, reconnect
+with capped exponential backoff and jitter, resubscribe, and record every disconnect and
+reconnect in ``events`` so each gap has a start and an end. The adapters only describe the
+exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import websocket
+
+from recorder.backoff import Backoff
+from recorder.book import BookKeeper, Mismatch
+from recorder.config import Config
+from recorder.kraken import v1, v2
+from recorder.kraken.common import EXCHANGE, Subscription, detail, new_rows
+
+log = logging.getLogger("recorder.collector")
+
+# How often the receive loop wakes up when no frame arrives, to tick the sink, send pings
+# and notice a stop request or a stale connection.
+_POLL_SECONDS = 0.2
+_FLUSH_SECONDS = 0.1
+
+
+@dataclass
+class _Adapter:
+    decode: Callable[[bytes], Any]
+    parse: Callable[[Any, int, int, dict], Any]
+    requests: list[str]
+    ping: Callable[[int], str]
+    book_resync: Callable[[str, int, int], list[str]]
+    book_depths: dict[str, int]
+
+
+def make_adapter(config: Config, reqid_base: int = 1) -> _Adapter:
+    """The adapter for the config's API version, with the subscribe requests it will send."""
+    mod = v1 if config.api == "v1" else v2
+    subs = [Subscription(s.channel, s.symbols, s.depth, s.interval)
+            for s in config.public_subscriptions]
+    requests: list[str] = []
+    for i, sub in enumerate(subs):
+        requests.extend(mod.subscribe_requests(sub, reqid_base + i))
+    depths = {sym: s.depth or 10 for s in subs if s.channel == "book" for sym in s.symbols}
+    if mod is v2:
+        bbo = frozenset(sym for s in subs if s.channel == "spread" for sym in s.symbols)
+        parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths)
+    else:
+        parse = v1.parse
+    return _Adapter(mod.decode, parse, requests, mod.ping_request, mod.book_resync_requests,
+                    depths)
+
+
+class Collector:
+    """Record the public channels of one config until stopped or ``duration`` elapses."""
+
+    def __init__(self, config: Config, sink: Any, *, url: str | None = None,
+                 duration: float | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.url = url or config.url
+        self.duration = duration
+        self.adapter = make_adapter(config)
+        self.stop_event = threading.Event()
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.conn_id = 0
+        # update_id groups the rows of one message; seeding it with the start time in µs
+        # keeps it unique and increasing across restarts of the process.
+        self.update_id = time.time_ns() // 1000 * 1000
+        self.frames = 0
+        self.ws: websocket.WebSocket | None = None
+        self.rows = new_rows()
+        self.books = BookKeeper()
+        self.resyncs = 0
+        self._reqid = 1000
+
+    # -- public -----------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.duration if self.duration else None
+        try:
+            while not self.stop_event.is_set():
+                if deadline and time.monotonic() >= deadline:
+                    break
+                gap_started = self._connection(deadline)
+                if self.stop_event.is_set() or (deadline and time.monotonic() >= deadline):
+                    break
+                delay = self.backoff.next_delay()
+                if deadline:
+                    delay = min(delay, max(0.0, deadline - time.monotonic()))
+                log.warning("reconnecting in %.1f s", delay)
+                self._event("reconnect_wait", detail(delay_s=round(delay, 3),
+                                                     gap_started_us=gap_started))
+                self.stop_event.wait(delay)
+        finally:
+            self._flush()
+            self.sink.close()
+
+    # -- one connection ---------------------------------------------------------------
+
+    def _connection(self, deadline: float | None) -> int | None:
+        """Connect, subscribe and receive until the connection ends; return when it ended."""
+        self.conn_id += 1
+        try:
+            ws = websocket.create_connection(
+                self.url, timeout=10, enable_multithread=False, skip_utf8_validation=True)
+        except Exception as e:  # noqa: BLE001 - any failure to connect means: retry later
+            self._event("connect_failed", detail(url=self.url, error=_short(e)))
+            log.warning("cannot connect to %s: %s", self.url, _short(e))
+            return None
+        self.ws = ws
+        ws.settimeout(_POLL_SECONDS)
+        log.info("connected to %s (connection %d)", self.url, self.conn_id)
+        self._event("connected", detail(url=self.url, attempt=self.backoff.attempts))
+        self.books.reset()
+        reason = "closed"
+        try:
+            for req in self.adapter.requests:
+                ws.send(req)
+            reason = self._receive(ws, deadline)
+        except websocket.WebSocketConnectionClosedException:
+            reason = "closed by peer"
+        except (OSError, websocket.WebSocketException) as e:
+            reason = f"error: {_short(e)}"
+        finally:
+            ended = time.time_ns() // 1000
+            self.ws = None
+            try:
+                ws.close(timeout=1)
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                pass
+        self._flush()
+        stopping = self.stop_event.is_set() or (deadline and time.monotonic() >= deadline)
+        kind = "stopped" if stopping else "disconnected"
+        self._event(kind, detail(reason=reason, frames=self.frames))
+        if not stopping:
+            log.warning("connection %d ended: %s", self.conn_id, reason)
+        return ended
+
+    def _receive(self, ws: websocket.WebSocket, deadline: float | None) -> str:
+        rows = self.rows
+        decode, parse = self.adapter.decode, self.adapter.parse
+        raw = self.config.raw
+        stale_after = self.config.stale_after
+        ping_every = self.config.ping_interval
+        now = time.monotonic()
+        last_frame = last_flush = last_ping = now
+        healthy_since = now
+        stop = self.stop_event
+        status_online = True
+        endpoint = self.url
+        book_rows = rows["book"]
+        books = self.books
+        while True:
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                now = time.monotonic()
+                if stop.is_set():
+                    return "stop requested"
+                if deadline and now >= deadline:
+                    return "duration reached"
+                if now - last_frame > stale_after:
+                    self._event("stale", detail(silent_s=round(now - last_frame, 3)))
+                    return f"stale: no frame for {now - last_frame:.1f} s"
+                if now - last_ping > ping_every:
+                    ws.send(self.adapter.ping(int(now)))
+                    last_ping = now
+                self._flush()
+                book_rows = rows["book"]
+                last_flush = now
+                continue
+            ts_recv = time.time_ns() // 1000
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return "closed by peer"
+            if not data:
+                continue
+            self.frames += 1
+            self.update_id += 1
+            if raw:
+                rows["raw"].append((EXCHANGE, ts_recv, self.conn_id, endpoint,
+                                    data.decode("utf-8", "replace")))
+            book_start = len(book_rows)
+            try:
+                msg = decode(data)
+                control = parse(msg, ts_recv, self.update_id, rows)
+                if len(book_rows) > book_start:
+                    mismatches = books.process(book_rows, book_start)
+                    if mismatches:
+                        self._resync(ws, mismatches, ts_recv)
+            except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError,
+                    AttributeError) as e:
+                rows["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
+                                       detail(error=_short(e),
+                                              frame=data[:300].decode("utf-8", "replace")),
+                                       self.conn_id))
+                control = None
+            if control is not None:
+                kind = control.kind
+                if kind == "status":
+                    if control.value != "online":
+                        status_online = False
+                    elif not status_online:
+                        # Back from maintenance: books and streams may have moved on while
+                        # the engine was down, so start over with fresh snapshots.
+                        return "status back online after maintenance"
+                elif kind == "subscribe_error":
+                    log.warning("subscription refused: %s %s: %s", control.channel or "",
+                                control.symbol or "", control.value)
+            now = time.monotonic()
+            last_frame = now
+            if now - healthy_since > 5 and self.backoff.attempts:
+                self.backoff.reset()
+            if now - last_flush > _FLUSH_SECONDS:
+                if stop.is_set():
+                    return "stop requested"
+                if deadline and now >= deadline:
+                    return "duration reached"
+                self._flush()
+                book_rows = rows["book"]
+                last_flush = now
+                if now - last_ping > ping_every:
+                    ws.send(self.adapter.ping(int(now)))
+                    last_ping = now
+
+    def _resync(self, ws: websocket.WebSocket, mismatches: list[Mismatch], ts_recv: int) -> None:
+        """Fetch a fresh snapshot of each mismatched symbol only; the rest keeps flowing."""
+        for m in mismatches:
+            self.resyncs += 1
+            self.rows["events"].append((EXCHANGE, ts_recv, "checksum_mismatch", m.symbol, "book",
+                                        detail(expected=m.expected, computed=m.computed,
+                                               resyncs=self.resyncs), self.conn_id))
+            log.warning("book checksum mismatch on %s (expected %d, computed %d): resyncing",
+                        m.symbol, m.expected, m.computed)
+            self._reqid += 1
+            depth = self.adapter.book_depths.get(m.symbol) or self.books.books[m.symbol].depth
+            for req in self.adapter.book_resync(m.symbol, depth, self._reqid):
+                ws.send(req)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        rows = self.rows
+        for table, pending in rows.items():
+            if pending:
+                rows[table] = []
+                if table == "events":
+                    # Adapters cannot know which connection a frame came on.
+                    pending = [e if e[6] is not None else e[:6] + (self.conn_id,)
+                               for e in pending]
+                self.sink.write(table, pending)
+        self.sink.tick()
+
+    def _event(self, kind: str, text: str, symbol: str | None = None,
+               channel: str | None = None) -> None:
+        self.rows["events"].append((EXCHANGE, time.time_ns() // 1000, kind, symbol, channel,
+                                    text, self.conn_id))
+
+
+def _short(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def data_dir_for(config: Config, override: str | None) -> Path:
+    return Path(override) if override else config.output_path
