@@ -41,9 +41,22 @@ def _load_all(paths: list[Path]) -> list[Config]:
     return configs
 
 
+ROLES = ("public", "private")
+
+
+def _jobs(cfg: Config) -> list[tuple[Config, str]]:
+    """One connection per role that the config subscribes on."""
+    jobs = []
+    if cfg.public_subscriptions:
+        jobs.append((cfg, "public"))
+    if cfg.private_subscriptions:
+        jobs.append((cfg, "private"))
+    return jobs
+
+
 @app.command()
 def run(
-    configs: list[Path] = typer.Argument(..., help="Config files (TOML), one connection each."),
+    configs: list[Path] = typer.Argument(..., help="Config files (TOML)."),
     data: Path | None = typer.Option(None, "--data", help="Data directory (default: the "
                                      "config's [output] path)."),
     duration: float | None = typer.Option(None, "--duration", min=0.1,
@@ -60,19 +73,35 @@ def run(
              f"{len(loaded)} configs were given")
     if url and not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
-    for cfg in loaded:
-        if cfg.private_subscriptions:
-            fail(f"{cfg.path}: the private channel \"fills\" is not supported by this version "
-                 "yet; remove that [[subscribe]] entry")
-    if len(loaded) == 1:
-        code = _run_one(loaded[0], data, duration, url)
+    jobs = [job for cfg in loaded for job in _jobs(cfg)]
+    if len(jobs) == 1:
+        cfg, role = jobs[0]
+        code = _collect(cfg, role, data, duration, url)
     else:
-        code = _run_many(configs, data, duration, log_level)
+        code = _run_many(jobs, data, duration, url, log_level)
     raise typer.Exit(code)
 
 
-def _run_one(cfg: Config, data: Path | None, duration: float | None, url: str | None) -> int:
-    from recorder.collector import Collector
+@app.command(hidden=True)
+def collect(
+    config: Path = typer.Argument(...),
+    role: str = typer.Option("public", "--role"),
+    data: Path | None = typer.Option(None, "--data"),
+    duration: float | None = typer.Option(None, "--duration"),
+    url: str | None = typer.Option(None, "--url"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """One collector process (what `run` starts per connection)."""
+    _setup_logging(log_level)
+    if role not in ROLES:
+        fail(f"--role {role!r}; allowed: {', '.join(ROLES)}")
+    cfg = _load_all([config])[0]
+    raise typer.Exit(_collect(cfg, role, data, duration, url))
+
+
+def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
+             url: str | None) -> int:
+    from recorder.collector import Collector, make_public_adapter
     from sinks.parquet_sink import ParquetSink
 
     root = data or cfg.output_path
@@ -82,29 +111,38 @@ def _run_one(cfg: Config, data: Path | None, duration: float | None, url: str | 
         fail(f"cannot create the data directory {root}: {e.strerror}")
     if not os.access(root, os.W_OK):
         fail(f"the data directory {root} is not writable")
+    if role == "private":
+        from recorder.kraken.private import make_private_adapter
+
+        adapter = make_private_adapter(cfg, root)
+    else:
+        adapter = make_public_adapter(cfg, url)
     sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
                        max_file_bytes=cfg.max_file_mb * 1024 * 1024,
                        journal_interval=cfg.journal_interval,
-                       source=f"{cfg.name}-{os.getpid()}")
-    collector = Collector(cfg, sink, url=url, duration=duration)
+                       source=f"{cfg.name}-{role}-{os.getpid()}")
+    collector = Collector(cfg, sink, adapter, duration=duration)
     collector.install_signal_handlers()
-    log.info("recording %s (%s, %s) into %s", cfg.path, cfg.exchange, cfg.api, root)
+    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
     collector.run()
     log.info("stopped: %d frames, %d book checksums verified, %d resyncs",
              collector.frames, collector.books.verified, collector.resyncs)
     return 0
 
 
-def _run_many(paths: list[Path], data: Path | None, duration: float | None,
-              log_level: str) -> int:
-    """One collector process per config; SIGINT/SIGTERM is forwarded to all of them."""
+def _run_many(jobs: list[tuple[Config, str]], data: Path | None, duration: float | None,
+              url: str | None, log_level: str) -> int:
+    """One collector process per connection; SIGINT/SIGTERM is forwarded to all of them."""
     procs: list[subprocess.Popen] = []
-    for p in paths:
-        cmd = [sys.executable, "-m", "recorder", "run", str(p), "--log-level", log_level]
+    for cfg, role in jobs:
+        cmd = [sys.executable, "-m", "recorder", "collect", str(cfg.path), "--role", role,
+               "--log-level", log_level]
         if data:
             cmd += ["--data", str(data)]
         if duration:
             cmd += ["--duration", str(duration)]
+        if url and role == "public":
+            cmd += ["--url", url]
         procs.append(subprocess.Popen(cmd))
 
     def forward(signum: int, _frame: object) -> None:
@@ -175,6 +213,34 @@ def _as_json(rel) -> str:  # noqa: ANN001 - a DuckDB relation
     rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
     # Decimals and timestamps as text: exact, and readable by any JSON consumer.
     return json.dumps(rows, default=str, indent=None)
+
+
+@app.command()
+def renormalize(
+    data: Path = typer.Option(Path("data"), "--data", help="Recording with a raw table."),
+    out: Path = typer.Option(..., "--out", help="New data directory for the re-parsed tables."),
+) -> None:
+    """Parse the frames of the raw table again (after a parser fix) into a new directory."""
+    from recorder.renormalize import renormalize as run_renormalize
+    from sinks.parquet_sink import ParquetSink
+
+    _setup_logging("info")
+    if not any((data / "raw").rglob("*.parquet")):
+        fail(f"no raw frames under {data}/raw: record with [output] raw = true first")
+    if out.resolve() == data.resolve():
+        fail("--out must be a different directory than --data")
+    sink = ParquetSink(out, "kraken", source=f"renormalize-{os.getpid()}")
+
+    def progress(n: int) -> None:
+        typer.echo(f"\r{n:,} frames", err=True, nl=False)
+
+    try:
+        counts = run_renormalize(data, sink.write, progress)
+    finally:
+        sink.close()
+    typer.echo("", err=True)
+    for table, n in sorted(counts.items()):
+        typer.echo(f"{table}: {n:,} rows")
 
 
 def _register_optional_commands() -> None:

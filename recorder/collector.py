@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,25 @@ _FLUSH_SECONDS = 0.1
 
 
 @dataclass
-class _Adapter:
+class Adapter:
+    """What a collector needs from an exchange API module.
+
+    ``connect_requests`` is called before every (re)connection, so a private adapter can
+    fetch a fresh token each time; ``url`` is the endpoint it talks to.
+    """
+
+    url: str
     decode: Callable[[bytes], Any]
     parse: Callable[[Any, int, int, dict], Any]
-    requests: list[str]
+    connect_requests: Callable[[], list[str]]
     ping: Callable[[int], str]
-    book_resync: Callable[[str, int, int], list[str]]
-    book_depths: dict[str, int]
+    book_resync: Callable[[str, int, int], list[str]] | None = None
+    book_depths: dict[str, int] = field(default_factory=dict)
 
 
-def make_adapter(config: Config, reqid_base: int = 1) -> _Adapter:
-    """The adapter for the config's API version, with the subscribe requests it will send."""
+def make_public_adapter(config: Config, url: str | None = None,
+                        reqid_base: int = 1) -> Adapter:
+    """The public-data adapter for the config's API version."""
     mod = v1 if config.api == "v1" else v2
     subs = [Subscription(s.channel, s.symbols, s.depth, s.interval)
             for s in config.public_subscriptions]
@@ -60,20 +68,20 @@ def make_adapter(config: Config, reqid_base: int = 1) -> _Adapter:
         parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths)
     else:
         parse = v1.parse
-    return _Adapter(mod.decode, parse, requests, mod.ping_request, mod.book_resync_requests,
-                    depths)
+    return Adapter(url or config.url, mod.decode, parse, lambda: list(requests),
+                   mod.ping_request, mod.book_resync_requests, depths)
 
 
 class Collector:
-    """Record the public channels of one config until stopped or ``duration`` elapses."""
+    """Record one connection of a config until stopped or ``duration`` elapses."""
 
-    def __init__(self, config: Config, sink: Any, *, url: str | None = None,
+    def __init__(self, config: Config, sink: Any, adapter: Adapter, *,
                  duration: float | None = None) -> None:
         self.config = config
         self.sink = sink
-        self.url = url or config.url
+        self.adapter = adapter
+        self.url = adapter.url
         self.duration = duration
-        self.adapter = make_adapter(config)
         self.stop_event = threading.Event()
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.conn_id = 0
@@ -114,13 +122,22 @@ class Collector:
                 self.stop_event.wait(delay)
         finally:
             self._flush()
-            self.sink.close()
+            # Bounded, so a broken disk cannot keep SIGTERM from ending the process.
+            if not self.sink.close(timeout=4.0):
+                log.error("the sink could not finish every file in time; the journal keeps "
+                          "the rows and the next start recovers them")
 
     # -- one connection ---------------------------------------------------------------
 
     def _connection(self, deadline: float | None) -> int | None:
         """Connect, subscribe and receive until the connection ends; return when it ended."""
         self.conn_id += 1
+        try:
+            requests = self.adapter.connect_requests()
+        except Exception as e:  # noqa: BLE001 - e.g. a token fetch failed: retry later
+            self._event("connect_failed", detail(url=self.url, error=_short(e)))
+            log.warning("cannot prepare the connection to %s: %s", self.url, _short(e))
+            return None
         try:
             ws = websocket.create_connection(
                 self.url, timeout=10, enable_multithread=False, skip_utf8_validation=True)
@@ -135,7 +152,7 @@ class Collector:
         self.books.reset()
         reason = "closed"
         try:
-            for req in self.adapter.requests:
+            for req in requests:
                 ws.send(req)
             reason = self._receive(ws, deadline)
         except websocket.WebSocketConnectionClosedException:
@@ -227,6 +244,9 @@ class Collector:
                 elif kind == "subscribe_error":
                     log.warning("subscription refused: %s %s: %s", control.channel or "",
                                 control.symbol or "", control.value)
+                    if control.value and "Invalid session" in control.value:
+                        # The token was refused: reconnect, which fetches a fresh one.
+                        return "invalid session"
             now = time.monotonic()
             last_frame = now
             if now - healthy_since > 5 and self.backoff.attempts:
@@ -254,8 +274,9 @@ class Collector:
                         m.symbol, m.expected, m.computed)
             self._reqid += 1
             depth = self.adapter.book_depths.get(m.symbol) or self.books.books[m.symbol].depth
-            for req in self.adapter.book_resync(m.symbol, depth, self._reqid):
-                ws.send(req)
+            if self.adapter.book_resync is not None:
+                for req in self.adapter.book_resync(m.symbol, depth, self._reqid):
+                    ws.send(req)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+# Bumped whenever a column is added or changes meaning; written into every Parquet file.
+SCHEMA_VERSION = 1
+
 # Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
 # digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals.
 DECIMAL_PRICE = pa.decimal128(18, 10)

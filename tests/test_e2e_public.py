@@ -47,7 +47,7 @@ EXPECTED_TYPES = {
 
 
 def _check_types(con, table: str) -> None:
-    types = dict(con.execute(f"SELECT column_name, data_type FROM (DESCRIBE {table})").fetchall())
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
     for col, typ in EXPECTED_TYPES.get(table, {}).items():
         assert types[col] == typ, (table, col, types[col])
 

@@ -1,0 +1,250 @@
+"""ParquetSink: rows in, crash-safe journal, rotating Parquet files out.
+
+    write() --> per-table buffer --> bounded RowQueue --> writer thread --> journal segments
+                                                                      \\--> publisher thread
+                                                                             --> Parquet
+
+``write`` only appends to a list (it blocks only when the queue is full: back-pressure,
+never an unbounded buffer and never a silent drop). ``tick`` hands buffered rows to the
+writer once per journal interval, so rows are durable about one interval after arrival.
+See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recorder.schema import TABLES
+from sinks.finalize import Recovery, recover
+from sinks.layout import check_name, journal_dir, safe_token
+from sinks.publisher import Publisher
+from sinks.reporting import OnProblem, Reporter
+from sinks.row_queue import RowQueue
+from sinks.stats import Stats
+from sinks.writer import Writer, WriterConfig
+
+MiB = 1 << 20
+log = logging.getLogger("sinks")
+
+
+class SinkError(OSError):
+    """The sink cannot do its job at all (for example: the data directory is read-only)."""
+
+
+class ParquetSink:
+    def __init__(
+        self,
+        root: Path | str,
+        exchange: str,
+        *,
+        rotate_seconds: float = 3600,
+        max_file_bytes: int = 256 * MiB,
+        row_group_rows: int = 100_000,
+        journal_interval: float = 1.0,
+        source: str | None = None,
+        on_problem: OnProblem | None = None,
+        clock: Callable[[], float] = time.time,
+        max_queued_rows: int = 131_072,
+        flush_rows: int = 16_384,
+        late_seconds: float = 2.0,
+        retry_interval: float = 1.0,
+        recover_on_start: bool = True,
+    ) -> None:
+        """``source`` names this writer in file names (default ``<host>-<pid>``).
+        ``max_queued_rows`` bounds the rows waiting for the writer thread (about 400 B each
+        as Python tuples); ``flush_rows`` is the size of the chunks handed to it.
+        ``late_seconds``: how long after its window ends a file waits for late rows."""
+        if rotate_seconds <= 0 or journal_interval <= 0 or max_file_bytes <= 0:
+            raise ValueError("rotate_seconds, journal_interval and max_file_bytes must be > 0")
+        if row_group_rows <= 0 or max_queued_rows <= 0 or flush_rows <= 0:
+            raise ValueError("row_group_rows, max_queued_rows and flush_rows must be > 0")
+        self.root = Path(root)
+        self.exchange = check_name("exchange", exchange)
+        self.source = safe_token(source or f"{socket.gethostname()}-{os.getpid()}")
+        self._clock = clock
+        self._interval = journal_interval
+        self._flush_rows = flush_rows
+        self._probe_writable()
+
+        self.stats_ = Stats()
+        self.reporter = Reporter(self.exchange, on_problem, clock)
+        self.recovery: Recovery | None = None
+        if recover_on_start:
+            self.recovery = recover(self.root, row_group_rows=row_group_rows)
+            self._report_recovery(self.recovery)
+        self._queue = RowQueue(max_queued_rows)
+        self._publisher = Publisher(self.root, row_group_rows, self.reporter, self.stats_,
+                                    retry_interval)
+        config = WriterConfig(
+            root=self.root, exchange=self.exchange, source=self.source,
+            rotate_us=max(1, round(rotate_seconds * 1_000_000)),
+            # Rows can wait one journal interval in the buffer before the writer sees them.
+            late_us=round(max(late_seconds, 2 * journal_interval) * 1_000_000),
+            max_file_bytes=max_file_bytes,
+            journal_interval=journal_interval, retry_interval=retry_interval,
+        )  # fmt: skip
+        self._writer = Writer(config, self._queue, self.reporter, self._publisher, self.stats_)
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[tuple]] = {}
+        self._last_flush = clock()
+        self._closed = False
+        self._publisher.start()
+        self._writer.start()
+
+    # -- the collector's side --------------------------------------------------------------
+
+    def write(self, table: str, rows: list[tuple]) -> None:
+        """Take rows (tuples in ``TABLES[table]`` column order). Cheap: an append, except
+        every ``flush_rows`` rows, when the chunk is queued (blocking if the queue is full)."""
+        if self._closed:
+            raise RuntimeError("write() on a closed ParquetSink")
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table!r}")
+        if not rows:
+            return
+        with self._lock:
+            buf = self._pending.get(table)
+            if buf is None:
+                buf = self._pending[table] = []
+            buf.extend(rows)
+            self.stats_.received[table] += len(rows)
+            if len(buf) < self._flush_rows:
+                return
+            self._pending[table] = []
+        now = self._now_us()
+        step = self._flush_rows
+        for i in range(0, len(buf), step):  # chunks bound the queue and the file overshoot
+            chunk = buf if len(buf) <= step else buf[i : i + step]
+            self._enqueue(("rows", table, chunk, now), len(chunk))
+
+    def tick(self) -> None:
+        """Call often (every ~100 ms): once per journal interval it hands every buffered row
+        to the writer, which journals them and rotates files whose window has passed."""
+        now = self._clock()
+        if now - self._last_flush < self._interval:
+            return
+        self._last_flush = now
+        self._flush_pending()
+        self._enqueue(("tick", now), 0)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Journal everything written so far and wait until files already due are
+        published. True if that happened within ``timeout``."""
+        self._flush_pending()
+        done = threading.Event()
+        self._enqueue(("barrier", done), 0)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish every file (journal -> Parquet, atomically). With a ``timeout`` (a disk
+        that stays full), give up after it: journaled rows stay for the next recovery; rows
+        not journaled yet are lost and reported. True if everything was finished."""
+        if self._closed:
+            return not self._writer.is_alive() and not self._publisher.is_alive()
+        self._flush_pending()
+        self._closed = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._queue.put(("stop", self._clock()), 0, timeout=timeout)
+        except TimeoutError:
+            pass
+        self._writer.join(_left(deadline))
+        self._publisher.join(_left(deadline))
+        if self._writer.is_alive() or self._publisher.is_alive():
+            self._publisher.abandon.set()
+            lost = self._not_journaled()
+            self.reporter.problem(
+                "sink_close_incomplete",
+                {"rows_not_journaled": lost, "error": self.stats_.write_error},
+                level=logging.ERROR, event=False)
+            return False
+        return True
+
+    def stats(self) -> dict:
+        s = self.stats_
+        return {
+            "rows_received": s.received_total(),
+            "rows_journaled": dict(s.journaled),
+            "rows_written": dict(s.written),
+            "files_finalized": s.files_finalized,
+            "rows_recovered": s.rows_recovered,  # from journals of an earlier run
+            "files_open": self._writer.open_files,
+            "files_publishing": self._publisher.waiting,
+            "pending_rows": self._not_journaled(),
+            "queued_rows": self._queue.rows,
+            "bytes_journal": self._writer.open_bytes,
+            "bytes_written": s.bytes_written,
+            "blocked_seconds": round(s.blocked_seconds, 3),
+            "problems": dict(self.reporter.counts),
+            "write_error": s.write_error,
+        }
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _now_us(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            chunks, self._pending = self._pending, {}
+        now = self._now_us()
+        for table, rows in chunks.items():
+            if rows:
+                self._enqueue(("rows", table, rows, now), len(rows))
+
+    def _enqueue(self, item: tuple, rows: int) -> None:
+        if not self._writer.is_alive():
+            raise SinkError("the sink's writer thread has stopped; see the log")
+        blocked = self._queue.put(item, rows)
+        if blocked > 0.001:
+            self.stats_.blocked_seconds += blocked
+        if blocked >= 1.0:
+            self.reporter.problem("sink_backpressure", {"blocked_s": round(blocked, 3)})
+
+    def _not_journaled(self) -> int:
+        s = self.stats_
+        return max(0, sum(s.received_total().values()) - sum(dict(s.journaled).values()))
+
+    def _probe_writable(self) -> None:
+        """Fail now, with the path in the message, rather than at the first rotation."""
+        probe = journal_dir(self.root) / f".probe-{self.source}"
+        try:
+            journal_dir(self.root).mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b"ok")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as e:
+            where = e.filename or self.root
+            raise SinkError(f"cannot write to the data directory {self.root}: "
+                            f"{e.strerror or e} ({where})") from e
+
+    def _report_recovery(self, rec: Recovery) -> None:
+        for f in rec.finalized:
+            detail = {"segment": f.segment.name, "rows": f.rows, "torn_bytes": f.torn_bytes,
+                      "file": str(f.path.relative_to(self.root)) if f.path else None}
+            self.stats_.rows_recovered += f.rows
+            self.reporter.problem("journal_recovered", detail, level=logging.WARNING,
+                                  channel=f.info.table if f.info else None)
+        for path, error in rec.failed:
+            self.reporter.problem("journal_recovery_failed", {"path": str(path), "error": error},
+                                  level=logging.ERROR)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

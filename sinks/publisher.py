@@ -1,0 +1,90 @@
+"""The publisher thread: turns retired journal segments into Parquet files, in order.
+
+It runs apart from the writer so that compressing an hour of data never delays the
+journaling of new rows. A failure leaves the segment in place (its rows are durable) and is
+retried with backoff; abandoning it (at a timed-out close) leaves it to the next recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from sinks.finalize import finalize_segment
+from sinks.journal import SegmentWriter
+from sinks.reporting import Reporter
+from sinks.stats import Stats
+
+MAX_RETRY_SECONDS = 30.0
+
+
+class Publisher(threading.Thread):
+    def __init__(self, root: Path, row_group_rows: int, reporter: Reporter, stats: Stats,
+                 retry_interval: float = 1.0) -> None:
+        super().__init__(name="sink-publisher", daemon=True)
+        self.root = root
+        self.row_group_rows = row_group_rows
+        self.reporter = reporter
+        self.stats = stats
+        self.retry_interval = retry_interval
+        self.abandon = threading.Event()
+        self._queue: queue.Queue = queue.Queue()
+        self.waiting = 0  # segments queued or being published
+        self._lock = threading.Lock()
+
+    def put(self, item: SegmentWriter | tuple) -> None:
+        if isinstance(item, SegmentWriter):
+            with self._lock:
+                self.waiting += 1
+        self._queue.put(item)
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, SegmentWriter):
+                try:
+                    self._publish(item)
+                finally:
+                    item.release()
+                    with self._lock:
+                        self.waiting -= 1
+            elif item[0] == "barrier":
+                item[1].set()
+            elif item[0] == "stop":
+                return
+
+    def _publish(self, seg: SegmentWriter) -> None:
+        delay = self.retry_interval
+        failing = False
+        while not self.abandon.is_set():
+            try:
+                done = finalize_segment(seg.path, self.root, row_group_rows=self.row_group_rows)
+            except OSError as e:
+                if not seg.path.exists():  # nothing left to publish: say so, do not spin
+                    self.reporter.problem("journal_segment_missing", {"segment": seg.path.name},
+                                          level=logging.ERROR)
+                    return
+                if not failing:
+                    failing = True
+                    self.reporter.problem(
+                        "parquet_write_error",
+                        {"segment": seg.path.name, "error": f"{e.strerror or e}"},
+                        level=logging.ERROR)
+                self.abandon.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            except (pa.ArrowException, ValueError) as e:
+                # Not a passing condition: keep the segment for recover() and move on.
+                self.reporter.problem("parquet_finalize_failed",
+                                      {"segment": str(seg.path), "error": repr(e)},
+                                      level=logging.ERROR)
+                return
+            if failing:
+                self.reporter.problem("parquet_write_resumed", {"segment": seg.path.name})
+            if done.path is not None and not done.already_done:
+                self.stats.add_file(seg.info.table, done.rows, done.bytes)
+            return

@@ -1,0 +1,265 @@
+"""The writer thread: converts queued rows, journals them, and decides when files end.
+
+Everything slow or fallible happens here, never in ``ParquetSink.write``. When the disk
+refuses a write, this thread stops taking rows (the bounded queue then pushes back on the
+collector), keeps what it holds, and retries until the disk accepts it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recorder.schema import TABLES, column_index
+from sinks.convert import Problem, rows_to_batch
+from sinks.journal import SegmentInfo, SegmentWriter
+from sinks.layout import day_of, window_of
+from sinks.publisher import Publisher
+from sinks.reporting import Reporter
+from sinks.row_queue import RowQueue
+from sinks.stats import Stats
+
+log = logging.getLogger("sinks")
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    root: Path
+    exchange: str
+    source: str
+    rotate_us: int
+    late_us: int  # how long past its window a file stays open for stragglers
+    max_file_bytes: int
+    journal_interval: float
+    retry_interval: float = 1.0
+    max_unsynced_bytes: int = 32 << 20
+
+
+class Writer(threading.Thread):
+    def __init__(self, cfg: WriterConfig, inbox: RowQueue, reporter: Reporter,
+                 publisher: Publisher, stats: Stats) -> None:
+        super().__init__(name="sink-writer", daemon=True)
+        self.cfg = cfg
+        self.inbox = inbox
+        self.reporter = reporter
+        self.publisher = publisher
+        self.stats = stats
+        self._open: dict[tuple[str, int], SegmentWriter] = {}
+        self._seq = 0
+        # Converted batches not yet in a segment, oldest first: (table, window start, batch).
+        self._backlog: deque[tuple[str, int, pa.RecordBatch]] = deque()
+        self._redo: tuple | None = None  # a control item interrupted by an I/O error
+        self._failing_since: float | None = None
+        self._last_sync = time.monotonic()
+        self._last_error_report = 0.0
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while True:
+                if self._failing_since is not None:
+                    if not self._resume():
+                        time.sleep(self.cfg.retry_interval)
+                        continue
+                    item, self._redo = self._redo, None
+                else:
+                    item = self.inbox.get(timeout=self.cfg.journal_interval)
+                if self._handle(item):
+                    return
+        except BaseException as e:
+            self.reporter.problem("sink_writer_died", {"error": repr(e)}, level=logging.CRITICAL,
+                                  event=False)
+            raise
+
+    def _handle(self, item: tuple | None) -> bool:
+        """Process one inbox item; True once the sink is shut down."""
+        try:
+            if item is None:
+                self._store_events()
+                self._sync_if_due()
+            elif item[0] == "rows":
+                self._rows(*item[1:])
+            elif item[0] == "tick":
+                self._store_events()
+                self._sync_all()
+                self._rotate(int(item[1] * 1_000_000))
+            elif item[0] == "barrier":
+                self._store_events()
+                self._sync_all()
+                self.publisher.put(item)
+            elif item[0] == "stop":
+                self._store_events()
+                for key in list(self._open):
+                    self._retire(key)
+                self.publisher.put(item)
+                return True
+        except OSError as e:
+            if item is not None and item[0] != "rows":  # rows are safe in the backlog
+                self._redo = item
+            self._failed(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not stop a weeks-long capture
+            log.exception("sink writer error")
+            self.reporter.problem("sink_internal_error", {"error": repr(e)},
+                                  level=logging.ERROR)
+        return False
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def _rows(self, table: str, rows: list[tuple], arrival_us: int) -> None:
+        batch, problems = rows_to_batch(table, rows)
+        if problems:
+            self._report_values(table, rows, problems, arrival_us)
+        self._enqueue(table, batch, arrival_us)
+        self._store_events()
+        self._drain()
+        self._sync_if_due()
+
+    def _report_values(self, table: str, rows: list, problems: list[Problem],
+                       arrival_us: int) -> None:
+        names = [c.name for c in TABLES[table]]
+        sym = names.index("symbol") if "symbol" in names else None
+        ts = names.index("ts_recv") if "ts_recv" in names else None
+        for p in problems:
+            row = rows[p.row]
+            whole = isinstance(row, tuple | list) and len(row) == len(names)
+            symbol = row[sym] if whole and sym is not None else None
+            ts_us = row[ts] if whole and ts is not None else None
+            self.reporter.problem(
+                "value_unconvertible",
+                {"table": table, "column": p.column, "text": p.text, "reason": p.reason},
+                symbol=symbol if isinstance(symbol, str) else None, channel=table,
+                ts_us=ts_us if type(ts_us) is int else arrival_us,
+                event=table != "events",  # never report an events row with an events row
+            )
+
+    def _store_events(self) -> None:
+        events = self.reporter.events
+        if not events:
+            return
+        rows = [events.popleft() for _ in range(len(events))]
+        self.stats.own_events += len(rows)
+        batch, problems = rows_to_batch("events", rows)
+        for p in problems:
+            log.error("sink event row unconvertible: %s", p)
+        self._enqueue("events", batch, int(self.reporter.clock() * 1_000_000))
+        self._drain()
+
+    def _enqueue(self, table: str, batch: pa.RecordBatch, arrival_us: int) -> None:
+        """Split ``batch`` by rotation window of ``ts_recv`` (hence by UTC date too)."""
+        if batch.num_rows == 0:
+            return
+        ts = batch.column(column_index(table, "ts_recv")).view(pa.int64())
+        if ts.null_count:
+            ts = pc.fill_null(ts, arrival_us)  # a row is filed under its arrival if need be
+        bounds = pc.min_max(ts)
+        start, end = window_of(bounds["min"].as_py(), self.cfg.rotate_us)
+        if bounds["max"].as_py() < end:
+            self._backlog.append((table, start, batch))
+            return
+        starts = pa.array([window_of(t, self.cfg.rotate_us)[0] for t in ts.to_pylist()])
+        for s in pc.unique(starts).to_pylist():
+            self._backlog.append((table, s, batch.filter(pc.equal(starts, s))))
+
+    def _drain(self) -> None:
+        while self._backlog:
+            table, start, batch = self._backlog[0]
+            seg = self._segment(table, start)
+            seg.append(batch)
+            self._backlog.popleft()
+            if seg.size >= self.cfg.max_file_bytes:
+                self._retire((table, start))
+
+    # -- segments --------------------------------------------------------------------------
+
+    def _segment(self, table: str, start: int) -> SegmentWriter:
+        key = (table, start)
+        seg = self._open.get(key)
+        if seg is not None and not seg.finishing:
+            return seg
+        if seg is not None:  # its retirement was cut short by an I/O error: finish it first
+            self._retire(key)
+        _, end = window_of(start, self.cfg.rotate_us)
+        date = day_of(start)
+        while True:
+            self._seq += 1
+            name = f"{self.cfg.exchange}-{date}-{self.cfg.source}-{self._seq:04d}"
+            info = SegmentInfo(table, self.cfg.exchange, date, self.cfg.source, self._seq,
+                               name, start, end)
+            try:
+                seg = SegmentWriter(self.cfg.root, info)
+                break
+            except FileExistsError:
+                continue  # an unrecoverable leftover of an earlier process with our name
+        self._open[key] = seg
+        return seg
+
+    def _retire(self, key: tuple[str, int]) -> None:
+        """Make the segment complete and durable, then hand it over to be published."""
+        seg = self._open[key]
+        rows = seg.rows - seg.synced_rows
+        seg.finish()
+        self.stats.add_journaled(seg.info.table, rows)
+        del self._open[key]
+        self.publisher.put(seg)
+
+    def _rotate(self, now_us: int) -> None:
+        for key, seg in list(self._open.items()):
+            if now_us >= seg.info.window_end_us + self.cfg.late_us:
+                self._retire(key)
+
+    def _sync_all(self) -> None:
+        for seg in self._open.values():
+            self.stats.add_journaled(seg.info.table, seg.sync())
+        self._last_sync = time.monotonic()
+
+    def _sync_if_due(self) -> None:
+        unsynced = sum(s.size - s.synced_bytes for s in self._open.values())
+        due = time.monotonic() - self._last_sync >= self.cfg.journal_interval
+        if due or unsynced >= self.cfg.max_unsynced_bytes:
+            self._sync_all()
+
+    @property
+    def open_bytes(self) -> int:
+        return sum(s.size for s in list(self._open.values()))
+
+    @property
+    def open_files(self) -> int:
+        return len(self._open)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _failed(self, e: OSError) -> None:
+        now = time.monotonic()
+        self.stats.write_error = f"{e.strerror or e} ({e.filename or 'journal'})"
+        if self._failing_since is None:
+            self._failing_since = now
+            self._last_error_report = now
+            self.reporter.problem("sink_write_error", {"error": self.stats.write_error},
+                                  level=logging.ERROR)
+        elif now - self._last_error_report >= 60:
+            self._last_error_report = now
+            log.error("sink still cannot write (%.0f s): %s", now - self._failing_since,
+                      self.stats.write_error)
+
+    def _resume(self) -> bool:
+        try:
+            self._store_events()
+            self._drain()
+            self._sync_all()
+        except OSError as e:
+            self._failed(e)
+            return False
+        seconds = time.monotonic() - (self._failing_since or time.monotonic())
+        self._failing_since = None
+        self.stats.write_error = None
+        self.reporter.problem("sink_write_resumed", {"after_s": round(seconds, 3)},
+                              level=logging.WARNING)
+        return True

@@ -1,0 +1,99 @@
+"""Credentials: only from the named environment variables or a private secrets file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from recorder import secrets
+from recorder.secrets import CredentialError
+
+KEY = "K3Y-public-part"
+SECRET = "c2VudGluZWwtc2VjcmV0LXZhbHVlLTEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI="
+
+
+@dataclass
+class Cfg:
+    path: Path
+    api_key_env: str | None = None
+    api_secret_env: str | None = None
+    secrets_file: Path | None = None
+
+
+def _file(tmp_path: Path, text: str, mode: int = 0o600, name: str = "kraken.secrets") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_from_the_environment_variables_the_config_names(monkeypatch, tmp_path):
+    monkeypatch.setenv("MY_KEY", KEY)
+    monkeypatch.setenv("MY_SECRET", SECRET)
+    creds = secrets.load(Cfg(tmp_path / "c.toml", "MY_KEY", "MY_SECRET"))
+    assert (creds.key, creds.secret) == (KEY, SECRET)
+    assert SECRET not in repr(creds) and KEY not in repr(creds) and SECRET not in f"{creds}"
+
+
+def test_missing_environment_variable_is_named(monkeypatch, tmp_path):
+    monkeypatch.delenv("NOPE_SECRET", raising=False)
+    monkeypatch.setenv("MY_KEY", KEY)
+    with pytest.raises(CredentialError, match="NOPE_SECRET is not set"):
+        secrets.load(Cfg(tmp_path / "c.toml", "MY_KEY", "NOPE_SECRET"))
+
+
+def test_a_secret_that_is_not_base64_is_refused_without_quoting_it(monkeypatch):
+    monkeypatch.setenv("K", KEY)
+    monkeypatch.setenv("S", "not base64 at all!!")
+    with pytest.raises(CredentialError, match="not valid base64") as info:
+        secrets.from_env("K", "S")
+    assert "not base64 at all" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    f'api_key = "{KEY}"\napi_secret = "{SECRET}"\n',
+    f'[kraken]\napi_key = "{KEY}"\napi_secret = "{SECRET}"\n',
+    f"# Kraken\nKRAKEN_API_KEY={KEY}\nexport KRAKEN_API_SECRET={SECRET}\n",
+    f"api_key='{KEY}'\napi_secret = {SECRET}\n",
+])
+def test_secrets_file_toml_or_key_value(tmp_path, text):
+    path = _file(tmp_path, text)
+    creds = secrets.from_file(path)
+    assert (creds.key, creds.secret) == (KEY, SECRET)
+
+
+def test_secrets_file_uses_the_configured_names_relative_to_the_config(tmp_path):
+    _file(tmp_path, f"TRADER_KEY={KEY}\nTRADER_SECRET={SECRET}\n", name="s.env")
+    cfg = Cfg(tmp_path / "job.toml", "TRADER_KEY", "TRADER_SECRET", Path("s.env"))
+    creds = secrets.load(cfg)
+    assert (creds.key, creds.secret) == (KEY, SECRET)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_secrets_file_readable_by_others_is_refused(tmp_path, mode):
+    path = _file(tmp_path, f'api_key = "{KEY}"\napi_secret = "{SECRET}"\n', mode)
+    with pytest.raises(CredentialError, match="chmod 600") as info:
+        secrets.from_file(path)
+    assert SECRET not in str(info.value)
+
+
+def test_secrets_file_errors_never_quote_a_line(tmp_path):
+    path = _file(tmp_path, f"api_key {KEY}\n{SECRET}\n")
+    with pytest.raises(CredentialError, match="line 1") as info:
+        secrets.from_file(path)
+    assert SECRET not in str(info.value) and KEY not in str(info.value)
+    missing = _file(tmp_path, f'api_key = "{KEY}"\n', name="half")
+    with pytest.raises(CredentialError, match="needs api_key and api_secret"):
+        secrets.from_file(missing)
+    with pytest.raises(CredentialError, match="no such file"):
+        secrets.from_file(tmp_path / "absent")
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads every file")
+def test_unreadable_secrets_file(tmp_path):
+    path = _file(tmp_path, "x", 0o000)
+    with pytest.raises(CredentialError, match="cannot read"):
+        secrets.from_file(path)
