@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 
-from recorder.kraken.checksum import book_checksum
+from recorder.kraken.checksum import checksum_of_level_texts, level_text
 from recorder.schema import TABLES, column_index
 
 _SYMBOL = column_index("book", "symbol")
@@ -34,7 +34,8 @@ class _Side:
     def __init__(self, sign: float) -> None:
         self.sign = sign
         self.keys: list[float] = []
-        self.levels: dict[float, tuple[str, str]] = {}
+        # price text, qty text, and the level's checksum text (computed once per change).
+        self.levels: dict[float, tuple[str, str, str]] = {}
 
     def apply(self, price: str, qty: str) -> None:
         key = float(price) * self.sign
@@ -44,7 +45,7 @@ class _Side:
             return
         if key not in self.levels:
             insort(self.keys, key)
-        self.levels[key] = (price, qty)
+        self.levels[key] = (price, qty, level_text(price, qty))
 
     def truncate(self, depth: int) -> None:
         if len(self.keys) > depth:
@@ -54,7 +55,11 @@ class _Side:
 
     def top(self, n: int) -> list[tuple[str, str]]:
         levels = self.levels
-        return [levels[k] for k in self.keys[:n]]
+        return [levels[k][:2] for k in self.keys[:n]]
+
+    def top_texts(self) -> list[str]:
+        levels = self.levels
+        return [levels[k][2] for k in self.keys[:10]]
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Book:
     healthy: bool = True
 
     def checksum(self) -> int:
-        return book_checksum(self.asks.top(10), self.bids.top(10))
+        return checksum_of_level_texts(self.asks.top_texts(), self.bids.top_texts())
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return self.asks.top(n), self.bids.top(n)

@@ -74,6 +74,16 @@ def run(
     if url and not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
     jobs = [job for cfg in loaded for job in _jobs(cfg)]
+    if len(jobs) > 1:
+        # Refuse bad credentials before any collector starts, not in one child of several.
+        from recorder.kraken.private import CredentialError, check_credentials
+
+        for cfg, role in jobs:
+            if role == "private":
+                try:
+                    check_credentials(cfg)
+                except CredentialError as e:
+                    fail(f"{cfg.path}: {e}")
     if len(jobs) == 1:
         cfg, role = jobs[0]
         code = _collect(cfg, role, data, duration, url)
@@ -112,9 +122,12 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
     if not os.access(root, os.W_OK):
         fail(f"the data directory {root} is not writable")
     if role == "private":
-        from recorder.kraken.private import make_private_adapter
+        from recorder.kraken.private import CredentialError, make_private_adapter
 
-        adapter = make_private_adapter(cfg, root)
+        try:
+            adapter = make_private_adapter(cfg, root)
+        except CredentialError as e:
+            fail(str(e))
     else:
         adapter = make_public_adapter(cfg, url)
     sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
@@ -245,8 +258,10 @@ def renormalize(
 
 def _register_optional_commands() -> None:
     from recorder.simulator.cli import simulate
+    from recorder.token_cli import token
 
     app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
+    app.command("token", help="Fetch a WebSocket token with the configured key.")(token)
 
 
 _register_optional_commands()

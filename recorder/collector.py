@@ -241,6 +241,9 @@ class Collector:
                         # Back from maintenance: books and streams may have moved on while
                         # the engine was down, so start over with fresh snapshots.
                         return "status back online after maintenance"
+                elif kind == "resubscribe":
+                    # e.g. a private sequence gap: a new subscription brings a new snapshot.
+                    return f"resubscribe: {control.value}"
                 elif kind == "subscribe_error":
                     log.warning("subscription refused: %s %s: %s", control.channel or "",
                                 control.symbol or "", control.value)

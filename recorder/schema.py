@@ -97,12 +97,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "fills": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us order_id:text trade_id:text "
         "side:str price:price qty:qty cost:wide fee:wide fee_currency:str liquidity:str "
-        "ord_type:str"
+        "ord_type:str exec_id:text is_snapshot:bool"
     ),
     "orders": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us order_id:text status:str "
         "side:str ord_type:str limit_price:price order_qty:qty filled_qty:qty avg_price:price "
-        "detail:text"
+        "detail:text exec_type:str is_snapshot:bool"
     ),
     "events": _cols(
         "exchange:str ts_recv:ts_us kind:str symbol:str channel:str detail:text conn_id:int64"

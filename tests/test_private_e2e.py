@@ -303,8 +303,6 @@ def test_wrong_secret_fails_clearly_with_a_nonzero_exit(tmp_path):
     _assert_no_secret([proc.stdout, proc.stderr, sim_log], tmp_path)
 
 
-@pytest.mark.skipif("CredentialError" not in (ROOT / "recorder" / "cli.py").read_text(),
-                    reason="needs the CLI change of issue #5: catch CredentialError in _collect")
 def test_wrong_secret_is_one_line_not_a_traceback(tmp_path):
     with _sim() as sim:
         cfg = _config(tmp_path, sim, "v2", public=True)

@@ -346,6 +346,8 @@ async def serve_forever(cfg: SimConfig, capture: Capture | None = None) -> None:
     tasks = [asyncio.create_task(sim._scheduled())]
     if capture is None and not cfg.max_speed:
         tasks.append(asyncio.create_task(sim.feed_loop()))
+    for t in tasks:
+        t.add_done_callback(_log_crash)
     await stop.wait()
     log.info("stopping")
     for t in tasks:
@@ -354,3 +356,8 @@ async def serve_forever(cfg: SimConfig, capture: Capture | None = None) -> None:
     for s in list(sim.sessions):
         s.abort()
     rest.stop()
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
