@@ -13,7 +13,9 @@ import typer
 
 from recorder.config import Config, ConfigError, load_config
 
+# No locals in tracebacks: a credential must never reach a terminal or a log.
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_show_locals=False,
                   help="Record Kraken market data to Parquet and query it with DuckDB.")
 
 log = logging.getLogger("recorder")
@@ -267,5 +269,24 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
+def run_app(typer_app: typer.Typer, prog_name: str | None = None) -> None:
+    """Run a typer app; a usage mistake (unknown option, bad value) is one line and exit 2."""
+    try:
+        from click.exceptions import Abort, UsageError
+    except ImportError:  # newer typer releases vendor click
+        from typer._click.exceptions import UsageError
+        from typer.exceptions import Abort
+
+    try:
+        code = typer_app(standalone_mode=False, prog_name=prog_name)
+    except UsageError as e:
+        where = e.ctx.command_path if e.ctx else (prog_name or "recorder")
+        typer.echo(f"error: {where}: {e.format_message()}", err=True)
+        sys.exit(2)
+    except Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
-    app()
+    run_app(app, "recorder")

@@ -22,11 +22,13 @@ from typing import Any
 import msgspec
 import websocket
 
+from recorder import wsclient
 from recorder.backoff import Backoff
 from recorder.book import BookKeeper, Mismatch
 from recorder.config import Config
 from recorder.kraken import v1, v2
 from recorder.kraken.common import EXCHANGE, Subscription, detail, new_rows
+from recorder.wsclient import ConnectionClosed, FrameReader, ProtocolError
 
 log = logging.getLogger("recorder.collector")
 
@@ -139,14 +141,14 @@ class Collector:
             log.warning("cannot prepare the connection to %s: %s", self.url, _short(e))
             return None
         try:
-            ws = websocket.create_connection(
-                self.url, timeout=10, enable_multithread=False, skip_utf8_validation=True)
+            ws = wsclient.connect(self.url, timeout=10)
         except Exception as e:  # noqa: BLE001 - any failure to connect means: retry later
             self._event("connect_failed", detail(url=self.url, error=_short(e)))
             log.warning("cannot connect to %s: %s", self.url, _short(e))
             return None
         self.ws = ws
-        ws.settimeout(_POLL_SECONDS)
+        reader = FrameReader(ws)
+        reader.settimeout(_POLL_SECONDS)
         log.info("connected to %s (connection %d)", self.url, self.conn_id)
         self._event("connected", detail(url=self.url, attempt=self.backoff.attempts))
         self.books.reset()
@@ -154,18 +156,15 @@ class Collector:
         try:
             for req in requests:
                 ws.send(req)
-            reason = self._receive(ws, deadline)
-        except websocket.WebSocketConnectionClosedException:
-            reason = "closed by peer"
-        except (OSError, websocket.WebSocketException) as e:
+            reason = self._receive(ws, reader, deadline)
+        except (ConnectionClosed, websocket.WebSocketConnectionClosedException):
+            reason = "closed by peer without a close frame"
+        except (OSError, websocket.WebSocketException, ProtocolError) as e:
             reason = f"error: {_short(e)}"
         finally:
             ended = time.time_ns() // 1000
             self.ws = None
-            try:
-                ws.close(timeout=1)
-            except Exception:  # noqa: BLE001 - the socket may already be gone
-                pass
+            reader.close(timeout=0.5)
         self._flush()
         stopping = self.stop_event.is_set() or (deadline and time.monotonic() >= deadline)
         kind = "stopped" if stopping else "disconnected"
@@ -174,24 +173,25 @@ class Collector:
             log.warning("connection %d ended: %s", self.conn_id, reason)
         return ended
 
-    def _receive(self, ws: websocket.WebSocket, deadline: float | None) -> str:
+    def _receive(self, ws: websocket.WebSocket, reader: FrameReader,
+                 deadline: float | None) -> str:
+        """Receive until the connection should end; return why."""
         rows = self.rows
         decode, parse = self.adapter.decode, self.adapter.parse
         raw = self.config.raw
         stale_after = self.config.stale_after
         ping_every = self.config.ping_interval
         now = time.monotonic()
-        last_frame = last_flush = last_ping = now
-        healthy_since = now
+        last_frame = last_flush = last_ping = started = now
         stop = self.stop_event
         status_online = True
         endpoint = self.url
-        book_rows = rows["book"]
         books = self.books
+        conn_id = self.conn_id
         while True:
             try:
-                opcode, data = ws.recv_data()
-            except websocket.WebSocketTimeoutException:
+                frames = reader.read()
+            except TimeoutError:
                 now = time.monotonic()
                 if stop.is_set():
                     return "stop requested"
@@ -204,35 +204,33 @@ class Collector:
                     ws.send(self.adapter.ping(int(now)))
                     last_ping = now
                 self._flush()
-                book_rows = rows["book"]
                 last_flush = now
                 continue
+            # Frames that arrived in one read share the time they were read off the socket.
             ts_recv = time.time_ns() // 1000
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return "closed by peer"
-            if not data:
-                continue
-            self.frames += 1
-            self.update_id += 1
-            if raw:
-                rows["raw"].append((EXCHANGE, ts_recv, self.conn_id, endpoint,
-                                    data.decode("utf-8", "replace")))
-            book_start = len(book_rows)
-            try:
-                msg = decode(data)
-                control = parse(msg, ts_recv, self.update_id, rows)
-                if len(book_rows) > book_start:
-                    mismatches = books.process(book_rows, book_start)
-                    if mismatches:
-                        self._resync(ws, mismatches, ts_recv)
-            except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError,
-                    AttributeError) as e:
-                rows["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
-                                       detail(error=_short(e),
-                                              frame=data[:300].decode("utf-8", "replace")),
-                                       self.conn_id))
-                control = None
-            if control is not None:
+            book_rows = rows["book"]
+            for data in frames:
+                self.frames += 1
+                self.update_id += 1
+                if raw:
+                    rows["raw"].append((EXCHANGE, ts_recv, conn_id, endpoint,
+                                        data.decode("utf-8", "replace")))
+                book_start = len(book_rows)
+                try:
+                    control = parse(decode(data), ts_recv, self.update_id, rows)
+                    if len(book_rows) > book_start:
+                        mismatches = books.process(book_rows, book_start)
+                        if mismatches:
+                            self._resync(ws, mismatches, ts_recv)
+                except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError,
+                        AttributeError) as e:
+                    rows["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
+                                           detail(error=_short(e),
+                                                  frame=data[:300].decode("utf-8", "replace")),
+                                           conn_id))
+                    continue
+                if control is None or control.kind in ("heartbeat", "pong"):
+                    continue
                 kind = control.kind
                 if kind == "status":
                     if control.value != "online":
@@ -250,9 +248,12 @@ class Collector:
                     if control.value and "Invalid session" in control.value:
                         # The token was refused: reconnect, which fetches a fresh one.
                         return "invalid session"
+            if reader.close_frame is not None:
+                code, why = reader.close_frame
+                return f"closed by peer (code {code}{': ' + why if why else ''})"
             now = time.monotonic()
             last_frame = now
-            if now - healthy_since > 5 and self.backoff.attempts:
+            if self.backoff.attempts and now - started > 5:
                 self.backoff.reset()
             if now - last_flush > _FLUSH_SECONDS:
                 if stop.is_set():
@@ -260,7 +261,6 @@ class Collector:
                 if deadline and now >= deadline:
                     return "duration reached"
                 self._flush()
-                book_rows = rows["book"]
                 last_flush = now
                 if now - last_ping > ping_every:
                     ws.send(self.adapter.ping(int(now)))

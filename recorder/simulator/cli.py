@@ -172,6 +172,8 @@ def _config(**o: object) -> SimConfig:
 
 
 def main() -> None:
+    from recorder.cli import run_app
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(simulate)
-    app(prog_name="recorder simulate")
+    run_app(app, "recorder simulate")
