@@ -8,10 +8,10 @@ then the top 10 of each side are checksummed (see recorder.kraken.checksum).
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from recorder.kraken.checksum import checksum_of_level_texts, level_text
+from recorder.kraken.checksum import checksum_of_top_texts, level_text
 from recorder.schema import TABLES, column_index
 
 _SYMBOL = column_index("book", "symbol")
@@ -27,27 +27,43 @@ assert _VERIFIED == len(TABLES["book"]) - 1
 
 
 class _Side:
-    """One side of a book, best level first (bids store negated keys)."""
+    """One side of a book, best level first (bids store negated keys).
 
-    __slots__ = ("keys", "levels", "sign")
+    The checksum text of the side's top 10 is cached and rebuilt only after a change
+    within the top 10, so an update on one side leaves the other side's text as it was.
+    """
+
+    __slots__ = ("keys", "levels", "sign", "_top")
 
     def __init__(self, sign: float) -> None:
         self.sign = sign
         self.keys: list[float] = []
         # price text, qty text, and the level's checksum text (computed once per change).
         self.levels: dict[float, tuple[str, str, str]] = {}
+        self._top: bytes | None = None
 
     def apply(self, price: str, qty: str) -> None:
         key = float(price) * self.sign
+        keys, levels = self.keys, self.levels
         if float(qty) == 0.0:
-            if self.levels.pop(key, None) is not None:
-                del self.keys[bisect_left(self.keys, key)]
+            if levels.pop(key, None) is not None:
+                i = bisect_left(keys, key)
+                del keys[i]
+                if i < 10:
+                    self._top = None
             return
-        if key not in self.levels:
-            insort(self.keys, key)
-        self.levels[key] = (price, qty, level_text(price, qty))
+        if key in levels:
+            if len(keys) <= 10 or key <= keys[9]:
+                self._top = None
+        else:
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            if i < 10:
+                self._top = None
+        levels[key] = (price, qty, level_text(price, qty))
 
     def truncate(self, depth: int) -> None:
+        # Subscribed depths are at least 10, so this never changes the top 10.
         if len(self.keys) > depth:
             for key in self.keys[depth:]:
                 del self.levels[key]
@@ -57,9 +73,12 @@ class _Side:
         levels = self.levels
         return [levels[k][:2] for k in self.keys[:n]]
 
-    def top_texts(self) -> list[str]:
-        levels = self.levels
-        return [levels[k][2] for k in self.keys[:10]]
+    def top_text(self) -> bytes:
+        top = self._top
+        if top is None:
+            levels = self.levels
+            top = self._top = "".join([levels[k][2] for k in self.keys[:10]]).encode()
+        return top
 
 
 @dataclass
@@ -71,7 +90,7 @@ class Book:
     healthy: bool = True
 
     def checksum(self) -> int:
-        return checksum_of_level_texts(self.asks.top_texts(), self.bids.top_texts())
+        return checksum_of_top_texts(self.asks.top_text(), self.bids.top_text())
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return self.asks.top(n), self.bids.top(n)
@@ -108,6 +127,17 @@ class BookKeeper:
         mismatches: list[Mismatch] = []
         end = len(rows)
         i = start
+        symbol = rows[start][_SYMBOL]
+        if rows[end - 1][_SYMBOL] == symbol:  # nearly always: one symbol per message
+            result = self._apply(rows, start, end, symbol)
+            if result is None:
+                return mismatches
+            if result.__class__ is Mismatch:
+                mismatches.append(result)
+                result = False
+            for k in range(start, end):
+                rows[k] = rows[k][:_VERIFIED] + (result,)
+            return mismatches
         while i < end:
             symbol = rows[i][_SYMBOL]
             j = i

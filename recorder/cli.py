@@ -44,6 +44,9 @@ def _load_all(paths: list[Path]) -> list[Config]:
 
 
 ROLES = ("public", "private")
+# Rows waiting for the sink's writer thread (~400 B each as Python tuples): enough to ride
+# out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
+_MAX_QUEUED_ROWS = 32_768
 
 
 def _jobs(cfg: Config) -> list[tuple[Config, str]]:
@@ -135,6 +138,7 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
     sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
                        max_file_bytes=cfg.max_file_mb * 1024 * 1024,
                        journal_interval=cfg.journal_interval,
+                       max_queued_rows=_MAX_QUEUED_ROWS,
                        source=f"{cfg.name}-{role}-{os.getpid()}")
     collector = Collector(cfg, sink, adapter, duration=duration)
     collector.install_signal_handlers()

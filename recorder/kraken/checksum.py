@@ -26,13 +26,13 @@ def level_text(price: str, qty: str) -> str:
     return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
 
 
-def checksum_of_level_texts(asks: Iterable[str], bids: Iterable[str]) -> int:
-    """The checksum from levels already turned into ``level_text`` (best first, top 10 each).
+def checksum_of_top_texts(asks_top: bytes, bids_top: bytes) -> int:
+    """The checksum from each side's top 10 already joined as ``level_text`` (best first).
 
-    A book keeper computes each level's text once, when the level changes, instead of 20
-    times per update.
+    A book keeper computes each level's text once, when the level changes, and each side's
+    joined text only when its top 10 changes; CRC32 chains over the two parts.
     """
-    return zlib.crc32("".join([*asks, *bids]).encode()) & 0xFFFFFFFF
+    return zlib.crc32(bids_top, zlib.crc32(asks_top)) & 0xFFFFFFFF
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
