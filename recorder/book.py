@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from recorder.kraken.checksum import checksum_of_top_texts, level_text
+from recorder.kraken.checksum import checksum_of_top_texts, level_bytes
 from recorder.schema import TABLES, column_index
 
 _SYMBOL = column_index("book", "symbol")
@@ -39,7 +39,7 @@ class _Side:
         self.sign = sign
         self.keys: list[float] = []
         # price text, qty text, and the level's checksum text (computed once per change).
-        self.levels: dict[float, tuple[str, str, str]] = {}
+        self.levels: dict[float, tuple[str, str, bytes]] = {}
         self._top: bytes | None = None
 
     def apply(self, price: str, qty: str) -> None:
@@ -60,7 +60,7 @@ class _Side:
             keys.insert(i, key)
             if i < 10:
                 self._top = None
-        levels[key] = (price, qty, level_text(price, qty))
+        levels[key] = (price, qty, level_bytes(price, qty))
 
     def truncate(self, depth: int) -> None:
         # Subscribed depths are at least 10, so this never changes the top 10.
@@ -77,7 +77,7 @@ class _Side:
         top = self._top
         if top is None:
             levels = self.levels
-            top = self._top = "".join([levels[k][2] for k in self.keys[:10]]).encode()
+            top = self._top = b"".join([levels[k][2] for k in self.keys[:10]])
         return top
 
 

@@ -26,6 +26,11 @@ def level_text(price: str, qty: str) -> str:
     return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
 
 
+def level_bytes(price: str, qty: str) -> bytes:
+    """``level_text`` as ASCII bytes, ready to be joined and checksummed."""
+    return (price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")).encode()
+
+
 def checksum_of_top_texts(asks_top: bytes, bids_top: bytes) -> int:
     """The checksum from each side's top 10 already joined as ``level_text`` (best first).
 

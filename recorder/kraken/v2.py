@@ -148,8 +148,11 @@ def _book(msg: dict, ts_recv: int, update_id: int, rows: list[tuple],
         crc = d.get("checksum")
         for side, key in (("bid", "bids"), ("ask", "asks")):
             for lv in d.get(key) or ():
-                rows.append((EXCHANGE, symbol, ts, ts_recv, side, _text(lv["price"]),
-                             _text(lv["qty"]), snapshot, update_id, crc, False, depth, None))
+                price, qty = lv["price"], lv["qty"]
+                if price.__class__ is not str or qty.__class__ is not str:
+                    price, qty = _text(price), _text(qty)
+                rows.append((EXCHANGE, symbol, ts, ts_recv, side, price, qty, snapshot,
+                             update_id, crc, False, depth, None))
 
 
 def _ticker(t: dict, ts_recv: int, rows: list[tuple]) -> None:

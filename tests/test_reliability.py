@@ -1,0 +1,365 @@
+"""Fault matrix (issue #6): the simulator's faults against real recorder processes, judged
+on the Parquet files through DuckDB.
+
+- kill -9 of a collector: the supervisor restarts it, the journal is recovered, every file
+  reads, and the loss is about one journal interval (trade_id continuity);
+- 20 forced disconnects: 20 gap events, a fresh book snapshot after each, no duplicates;
+- malformed frames: counted in events, the connection keeps running;
+- a stalled connection: detected as stale and replaced;
+- a blocked sink: the collector stops reading the socket (back-pressure), it does not grow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from recorder.simulator.testing import SimulatorProcess
+from tests.e2e import ROOT, db, write_config
+
+PAIRS = '["BTC/USD", "ETH/USD"]'
+SUBS = (f'[[subscribe]]\nchannel = "trade"\nsymbols = {PAIRS}\n\n'
+        f'[[subscribe]]\nchannel = "book"\nsymbols = {PAIRS}\ndepth = 10\n')
+FAST = "[connection]\nstale_after = {stale}\nbackoff_initial = 0.05\nbackoff_max = 0.2\n"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimulatorProcess(["--seed", "11", "--rate", "1000"], capture_stderr=True) as s:
+        yield s
+
+
+def _config(tmp: Path, url: str, name: str = "rel", stale: float = 3.0,
+            subs: str = SUBS) -> Path:
+    return write_config(tmp, f"{name}.toml", "v2", url, subs, FAST.format(stale=stale))
+
+
+@contextmanager
+def supervised(tmp: Path, *configs: Path, data: Path, args: tuple[str, ...] = ()):
+    """`python -m recorder.supervisor` (= `recorder run`, always supervised) as a process;
+    its stderr (and the collectors') goes to a file, never to a pipe nobody reads."""
+    log_path = tmp / f"supervisor-{time.monotonic_ns()}.log"
+    with open(log_path, "w") as log_file:
+        cmd = [sys.executable, "-m", "recorder.supervisor", *map(str, configs),
+               "--data", str(data), "--backoff-initial", "0.2", "--backoff-max", "0.5", *args]
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            # A collector must never outlive its supervisor (PR_SET_PDEATHSIG), but make
+            # sure in the test: kill whatever pid the state files still name as running.
+            for state in _states(data):
+                pid = state.get("pid")
+                if pid and state.get("state") not in ("stopped", "finished", "failed"):
+                    _kill_if_alive(pid)
+
+
+def _kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _states(data: Path) -> list[dict]:
+    folder = data / ".status"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except ValueError:
+            pass
+    return out
+
+
+def _state(data: Path, key: str) -> dict:
+    try:
+        return json.loads((data / ".status" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _journaled_rows(data: Path, table: str) -> int:
+    from sinks.journal_readers import pending_batches
+
+    return sum(t.num_rows for t in pending_batches(data, table))
+
+
+def assert_all_files_readable(data: Path) -> None:
+    leftovers = [p for p in data.rglob("*") if p.is_file() and p.suffix != ".parquet"
+                 and ".status" not in p.parts]
+    assert not leftovers, f"journals, .tmp or .corrupt files left: {leftovers}"
+    files = list(data.rglob("*.parquet"))
+    assert files
+    for f in files:
+        pq.read_table(f)
+
+
+def _conn_count(sim, endpoint: str = "ws_v2") -> int:
+    return sim.control.stats()["connections_by_endpoint"].get(endpoint, 0)
+
+
+# -- kill -9 ---------------------------------------------------------------------------------
+
+
+def test_kill_9_collector_is_restarted_and_loses_at_most_one_journal_interval(sim, tmp_path):
+    data = tmp_path / "data"
+    cfg = _config(tmp_path, sim.urls["ws_v2"], name="k9")
+    with supervised(tmp_path, cfg, data=data) as sup:
+        first = wait_until(lambda: _state(data, "k9-public").get("pid"), 15, "a collector")
+        # Recording for a while: rows are journaled (and the first second is not special).
+        wait_until(lambda: _journaled_rows(data, "trades") > 200, 15, "journaled trades")
+        time.sleep(1.0)
+        before = sim.control.stats()["trade_ids"]
+        t_kill = time.time()
+        os.kill(first, signal.SIGKILL)
+        after = sim.control.stats()["trade_ids"]
+        second = wait_until(lambda: (s := _state(data, "k9-public")).get("restarts") == 1
+                            and s.get("pid") not in (None, first) and s["pid"], 15,
+                            "the restarted collector")
+        wait_until(lambda: _journaled_rows(data, "trades") > 100, 15, "new trades")
+        time.sleep(1.0)
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(20) == 0, sup.log_path.read_text()[-3000:]
+    log_text = sup.log_path.read_text()
+    assert "killed by SIGKILL (signal 9)" in log_text and "restarting in" in log_text
+
+    assert_all_files_readable(data)
+    con = db(data)
+    kill_us = int(t_kill * 1_000_000)
+    # Loss: rows the dead collector received but did not journal. In seconds: the kill time
+    # minus the last row it stored; in rows: trade ids the exchange had sent by then.
+    last_old = con.execute(
+        "SELECT epoch_us(max(ts_recv)) FROM (SELECT ts_recv FROM trades UNION ALL "
+        "SELECT ts_recv FROM book) WHERE epoch_us(ts_recv) < ?", [kill_us]).fetchone()[0]
+    loss_s = (kill_us - last_old) / 1e6
+    lost_trades = 0
+    for sym, max_old, n_old, min_old in con.execute(
+            "SELECT symbol, max(trade_id), count(*), min(trade_id) FROM trades "
+            "WHERE epoch_us(ts_recv) < ? GROUP BY symbol", [kill_us]).fetchall():
+        assert n_old == max_old - min_old + 1, f"{sym}: a hole before the crash"
+        lost_trades += max(0, before[sym] - max_old)
+    rate = con.execute("SELECT count(*) / (epoch(max(ts_recv)) - epoch(min(ts_recv))) "
+                       "FROM trades WHERE epoch_us(ts_recv) < ?", [kill_us]).fetchone()[0]
+    print(f"\nkill -9: last stored row {loss_s:.3f} s before the kill; {lost_trades} trades "
+          f"sent before the kill not stored (~{lost_trades / rate:.2f} s at {rate:.0f} "
+          f"trades/s); sim trade ids moved {sum(after.values()) - sum(before.values())} "
+          "while killing")
+    assert loss_s <= 1.0 + 0.5, f"lost {loss_s:.3f} s of rows (journal interval 1 s)"
+    assert lost_trades / rate <= 1.5
+
+    # Trade ids: no duplicate anywhere, each side of the restart continuous, and the hole
+    # between them is covered by a restart event (the gap is data).
+    dup = con.execute("SELECT count(*) - count(DISTINCT (symbol, trade_id)) FROM trades"
+                      ).fetchone()[0]
+    assert dup == 0
+    for sym, n, lo, hi in con.execute(
+            "SELECT symbol, count(*), min(trade_id), max(trade_id) FROM trades "
+            "WHERE epoch_us(ts_recv) > ? GROUP BY symbol", [kill_us]).fetchall():
+        assert n == hi - lo + 1, f"{sym}: a hole after the restart"
+    restarted = con.execute("SELECT detail FROM events WHERE kind = 'collector_restarted'"
+                            ).fetchall()
+    assert len(restarted) == 1
+    detail = json.loads(restarted[0][0])
+    assert detail["previous_pid"] == first and detail["pid"] == second
+    assert detail["exit_code"] == -9 and detail["collector"] == "k9-public"
+    recovered = con.execute("SELECT sum(json_extract(detail, '$.rows')::BIGINT) FROM events "
+                            "WHERE kind = 'journal_recovered'").fetchone()[0]
+    assert recovered and recovered > 0
+    # The dead collector's rows are in finished files, readable like any other.
+    assert con.execute("SELECT count(*) FROM trades WHERE epoch_us(ts_recv) < ?",
+                       [kill_us]).fetchone()[0] > 200
+
+
+# -- disconnects -----------------------------------------------------------------------------
+
+
+def test_20_forced_disconnects_are_20_gaps_with_fresh_books_and_no_duplicates(sim, tmp_path):
+    data = tmp_path / "data"
+    cfg = _config(tmp_path, sim.urls["ws_v2"], name="drops")
+    modes = ("abort", "close", "eof")
+    with supervised(tmp_path, cfg, data=data) as sup:
+        wait_until(lambda: _conn_count(sim) == 1, 15, "the first connection")
+        for i in range(20):
+            total = sim.control.stats()["connections_total"]
+            time.sleep(0.25)  # the snapshot and some updates on this connection
+            sim.control.drop(mode=modes[i % 3], endpoint="ws_v2")
+            wait_until(lambda t=total: (st := sim.control.stats())["connections_total"] > t
+                       and st["connections_by_endpoint"].get("ws_v2") == 1, 10,
+                       f"reconnect {i + 1}")
+        time.sleep(0.5)
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(20) == 0
+    assert_all_files_readable(data)
+    con = db(data)
+    kinds = dict(con.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    assert kinds.get("disconnected") == 20, kinds
+    assert kinds.get("connected") == 21, kinds
+    assert "collector_restarted" not in kinds  # the process never died
+    # Every gap has a start and an end: each disconnect is followed by a connect.
+    seq = [k for (k,) in con.execute(
+        "SELECT kind FROM events WHERE kind IN ('connected', 'disconnected') "
+        "ORDER BY ts_recv").fetchall()]
+    assert seq == ["connected"] + ["disconnected", "connected"] * 20
+    # Books rebuilt from a fresh snapshot on every connection, never trusted across a gap.
+    snaps = dict(con.execute("SELECT symbol, count(DISTINCT update_id) FROM book "
+                             "WHERE is_snapshot GROUP BY symbol").fetchall())
+    assert snaps == {"BTC/USD": 21, "ETH/USD": 21}
+    assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM book WHERE verified").fetchone()[0] > 1000
+    dup = con.execute("SELECT count(*) - count(DISTINCT (symbol, trade_id)) FROM trades"
+                      ).fetchone()[0]
+    assert dup == 0
+
+
+# -- malformed frames ------------------------------------------------------------------------
+
+
+def test_malformed_frames_are_events_and_the_connection_keeps_running(sim, tmp_path):
+    data = tmp_path / "data"
+    cfg = _config(tmp_path, sim.urls["ws_v2"], name="bad")
+    with supervised(tmp_path, cfg, data=data) as sup:
+        wait_until(lambda: _conn_count(sim) == 1, 15, "the connection")
+        total = sim.control.stats()["connections_total"]
+        time.sleep(0.3)
+        for _ in range(5):
+            sim.control.malformed(endpoint="ws_v2")
+            time.sleep(0.15)
+        t_last = time.time()
+        time.sleep(1.5)
+        assert sim.control.stats()["connections_total"] == total, "no reconnect"
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(20) == 0
+    con = db(data)
+    kinds = dict(con.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    assert kinds.get("malformed") == 5, kinds
+    assert "disconnected" not in kinds and kinds.get("connected") == 1
+    frame = con.execute("SELECT json_extract_string(detail, '$.frame') FROM events "
+                        "WHERE kind = 'malformed' LIMIT 1").fetchone()[0]
+    assert frame
+    after = con.execute("SELECT count(*) FROM trades WHERE epoch(ts_recv) > ?",
+                        [t_last]).fetchone()[0]
+    assert after > 0, "trades kept flowing after the malformed frames"
+    assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
+
+
+# -- stalled connection ----------------------------------------------------------------------
+
+
+def test_stalled_connection_is_detected_and_replaced(sim, tmp_path):
+    data = tmp_path / "data"
+    stale_after = 1.5
+    cfg = _config(tmp_path, sim.urls["ws_v2"], name="stall", stale=stale_after)
+    with supervised(tmp_path, cfg, data=data) as sup:
+        wait_until(lambda: _conn_count(sim) == 1, 15, "the connection")
+        time.sleep(0.5)
+        total = sim.control.stats()["connections_total"]
+        t_stall = time.monotonic()
+        sim.control.stall(8.0, endpoint="ws_v2")  # silent, heartbeats included
+        wait_until(lambda: sim.control.stats()["connections_total"] > total, 10,
+                   "a replacement connection")
+        replaced_after = time.monotonic() - t_stall
+        t_new = time.time()
+        time.sleep(1.0)
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(20) == 0
+    print(f"\nstall: replaced after {replaced_after:.2f} s (stale_after {stale_after} s)")
+    assert stale_after <= replaced_after < stale_after + 2.0
+    con = db(data)
+    kinds = dict(con.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    assert kinds.get("stale") == 1 and kinds.get("disconnected") == 1, kinds
+    assert kinds.get("connected") == 2
+    reason = con.execute("SELECT json_extract_string(detail, '$.reason') FROM events "
+                         "WHERE kind = 'disconnected'").fetchone()[0]
+    assert reason.startswith("stale")
+    assert con.execute("SELECT count(*) FROM trades WHERE epoch(ts_recv) > ?",
+                       [t_new]).fetchone()[0] > 0
+    snaps = dict(con.execute("SELECT symbol, count(DISTINCT update_id) FROM book "
+                             "WHERE is_snapshot GROUP BY symbol").fetchall())
+    assert snaps == {"BTC/USD": 2, "ETH/USD": 2}
+
+
+# -- back-pressure ---------------------------------------------------------------------------
+
+
+class GateSink:
+    """A sink whose write() blocks while the gate is closed: a disk that stopped."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.blocked = threading.Event()
+        self.rows = 0
+
+    def write(self, table: str, rows: list) -> None:
+        self.rows += len(rows)
+        if not self.gate.is_set():
+            self.blocked.set()
+            self.gate.wait()
+
+    def tick(self) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def test_blocked_sink_stops_the_socket_reads_instead_of_growing(tmp_path):
+    from recorder.collector import Collector, make_public_adapter
+    from recorder.config import load_config
+
+    with SimulatorProcess(["--seed", "5", "--speed", "max"], capture_stderr=True) as fast:
+        cfg = load_config(_config(tmp_path, fast.urls["ws_v2"], name="bp", stale=30))
+        sink = GateSink()
+        col = Collector(cfg, sink, make_public_adapter(cfg))
+        t = threading.Thread(target=col.run, daemon=True)
+        t.start()
+        try:
+            wait_until(lambda: col.frames > 20_000, 20, "frames at full speed")
+            sink.gate.clear()
+            assert sink.blocked.wait(5)
+            time.sleep(1.0)  # socket buffers fill up
+            frames0, sent0 = col.frames, fast.control.stats()["messages_total"]
+            time.sleep(1.5)
+            frames1, sent1 = col.frames, fast.control.stats()["messages_total"]
+            print(f"\nblocked sink: collector frames +{frames1 - frames0}, "
+                  f"simulator sent +{sent1 - sent0} in 1.5 s")
+            assert frames1 == frames0, "the collector kept reading while the sink blocked"
+            # The exchange side sees a full socket: it sends (almost) nothing more.
+            assert sent1 - sent0 <= 2_000
+            sink.gate.set()
+            wait_until(lambda: col.frames > frames1 + 10_000, 20, "reading again")
+        finally:
+            sink.gate.set()
+            col.stop()
+            t.join(10)
+        assert not t.is_alive()
