@@ -20,6 +20,7 @@ _PRICE = column_index("book", "price")
 _QTY = column_index("book", "qty")
 _SNAPSHOT = column_index("book", "is_snapshot")
 _CHECKSUM = column_index("book", "checksum")
+_UPDATE_ID = column_index("book", "update_id")
 _DEPTH = column_index("book", "depth")
 _VERIFIED = column_index("book", "verified")
 # process() rewrites rows as row[:_VERIFIED] + (flag,), so verified must be the last column.
@@ -101,6 +102,7 @@ class Mismatch:
     symbol: str
     expected: int
     computed: int
+    update_id: int
 
 
 class BookKeeper:
@@ -110,6 +112,9 @@ class BookKeeper:
         self.books: dict[str, Book] = {}
         self.verified = 0
         self.mismatches = 0
+        # Symbols whose broken book was just replaced by a fresh snapshot (a finished
+        # resync); the collector drains this list into events.
+        self.recovered: list[str] = []
 
     def reset(self, symbol: str | None = None) -> None:
         """Forget one symbol's book (a resync) or all of them (a new connection)."""
@@ -159,6 +164,8 @@ class BookKeeper:
         first = rows[i]
         book = self.books.get(symbol)
         if first[_SNAPSHOT]:
+            if book is not None and not book.healthy:
+                self.recovered.append(symbol)
             book = self.books[symbol] = Book(first[_DEPTH] or 1000)
         elif book is None:
             # An update before any snapshot (e.g. right after a resync request): unusable.
@@ -178,6 +185,6 @@ class BookKeeper:
         if computed != expected:
             book.healthy = False
             self.mismatches += 1
-            return Mismatch(symbol, expected, computed)
+            return Mismatch(symbol, expected, computed, first[_UPDATE_ID])
         self.verified += 1
         return True

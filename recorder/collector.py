@@ -228,6 +228,12 @@ class Collector:
                         mismatches = books.process(book_rows, book_start)
                         if mismatches:
                             self._resync(ws, mismatches, ts_recv)
+                        if books.recovered:
+                            for symbol in books.recovered:
+                                rows["events"].append((EXCHANGE, ts_recv, "resynced", symbol,
+                                                       "book", detail(update_id=self.update_id),
+                                                       conn_id))
+                            books.recovered.clear()
                 except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError,
                         AttributeError) as e:
                     rows["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
@@ -278,7 +284,8 @@ class Collector:
             self.resyncs += 1
             self.rows["events"].append((EXCHANGE, ts_recv, "checksum_mismatch", m.symbol, "book",
                                         detail(expected=m.expected, computed=m.computed,
-                                               resyncs=self.resyncs), self.conn_id))
+                                               update_id=m.update_id, resyncs=self.resyncs),
+                                        self.conn_id))
             log.warning("book checksum mismatch on %s (expected %d, computed %d): resyncing",
                         m.symbol, m.expected, m.computed)
             self._reqid += 1

@@ -397,8 +397,11 @@ def record_event(root: Path, kind: str, detail: dict, ts: float | None = None) -
         from sinks.parquet_sink import ParquetSink
         from sinks.reporting import event_row
 
-        sink = ParquetSink(root, "kraken", source=f"supervisor-{os.getpid()}",
-                           recover_on_start=False, journal_interval=0.2)
+        # A source never used before: the sink treats a segment whose name (source + seq)
+        # matches an existing file as already published (see the report on sinks/).
+        source = f"supervisor-{os.getpid()}-{time.time_ns() // 1000}"
+        sink = ParquetSink(root, "kraken", source=source, recover_on_start=False,
+                           journal_interval=0.2)
         ts_us = int((ts or time.time()) * 1_000_000)
         sink.write("events", [event_row("kraken", ts_us, kind, detail)])
         return sink.close(timeout=5.0)
