@@ -191,6 +191,36 @@ def measure_latency(seconds: float) -> dict:
             "jsonl_zstd_bytes_per_row": zstd / rows if rows else None}
 
 
+def measure_verification(repeat: int = 20) -> dict:
+    """Cost of the book keeper per update: parse the real v2 capture with and without it."""
+    from recorder.book import BookKeeper
+    from recorder.kraken import v2
+    from recorder.kraken.common import new_rows
+
+    capture = ROOT.parent / "shared" / "data" / "kraken" / "flashbook" / "live-btc-eth.ndjson"
+    if not capture.exists():
+        return {}
+    frames = [line.encode() for line in capture.read_text().splitlines()
+              if line.startswith('{"channel":"book"')]
+    depths = {"BTC/USD": 10, "ETH/USD": 10}
+
+    def run(verify: bool) -> float:
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            out, keeper = new_rows(), BookKeeper()
+            book = out["book"]
+            for i, f in enumerate(frames):
+                start = len(book)
+                v2.parse(v2.decode(f), 0, i, out, book_depths=depths)
+                if verify and len(book) > start:
+                    keeper.process(book, start)
+        return (time.perf_counter() - t0) / (repeat * len(frames))
+
+    parse_only, with_keeper = min(run(False) for _ in range(3)), min(run(True) for _ in range(3))
+    return {"updates": len(frames), "parse_us": parse_only * 1e6,
+            "verify_us": (with_keeper - parse_only) * 1e6}
+
+
 def _decimal_from_ticks(ticks: np.ndarray, scale: int, typ: pa.DataType) -> pa.Array:
     """int64 ticks of 10**-scale -> exact decimal128 (no floats, no Python objects)."""
     words = np.empty((len(ticks), 2), dtype=np.int64)
@@ -282,6 +312,7 @@ def main() -> int:
     if "latency" not in args.skip:
         print(f"latency at {LATENCY_RATE:,} msg/s, {args.latency_seconds:.0f} s ...", flush=True)
         results["latency"] = measure_latency(args.latency_seconds)
+    results["verification"] = measure_verification()
     if "duckdb" not in args.skip:
         print(f"DuckDB over {args.duckdb_rows:,} trades ...", flush=True)
         results["duckdb"] = measure_duckdb(args.duckdb_rows)
@@ -319,6 +350,11 @@ def _print(r: dict) -> None:
         ("  checksums verified / unverified rows",
          f"{e['checksums_verified']:,} / {e['unverified_book_rows']:,}", ""),
     ]
+    v = r.get("verification")
+    if v:
+        share = v["verify_us"] / (e["cpu_s_per_million"])  # µs per msg / µs per msg
+        rows.append(("  book checksum verification per update", f"{v['verify_us']:.2f} µs",
+                     f"{share:.2f}"))
     if "latency" in r:
         lat = r["latency"]
         if lat.get("json_bytes_per_row"):
