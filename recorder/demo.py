@@ -4,6 +4,7 @@ then print what was recorded. Everything it starts, it stops."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,8 @@ SELECT symbol, count(DISTINCT update_id) AS updates,
 
 
 def main() -> int:
+    if "DEMO_DATA" not in os.environ and DATA.exists():
+        shutil.rmtree(DATA)  # the demo's own folder: each run starts from nothing
     DATA.mkdir(parents=True, exist_ok=True)
     print("starting the Kraken simulator (synthetic BTC/USD and ETH/USD) ...", flush=True)
     with SimulatorProcess(["--pairs", "BTC/USD,ETH/USD"]) as sim, \

@@ -187,11 +187,12 @@ def _rebuilt(ds: Dataset, kind: str, symbols: list[str], start_us: int, end_us: 
              progress: Progress | None) -> Iterable[pa.Table]:
     from recorder.rebuild import _series
 
+    text = kind.startswith("tardis-")
     for n, sym in enumerate(symbols):
         if kind in ("quotes", "tardis-quotes"):
-            yield _series(ds, sym, start_us, end_us, None, 1, None, unverified)
+            yield _series(ds, sym, start_us, end_us, None, 1, None, unverified, text)
         else:
-            yield _series(ds, sym, start_us, end_us, interval, depth, None, unverified)
+            yield _series(ds, sym, start_us, end_us, interval, depth, None, unverified, text)
         if progress:
             progress(n + 1, len(symbols))
 
@@ -200,8 +201,8 @@ def _tardis_book_sql(name: str, depth: int, symbol_expr: str) -> str:
     cols = []
     for lvl in range(depth):
         for side, tside in (("ask", "asks"), ("bid", "bids")):
-            cols.append(f'{_num(f"{side}_price_{lvl}")} AS "{tside}[{lvl}].price"')
-            cols.append(f'{_num(f"{side}_qty_{lvl}")} AS "{tside}[{lvl}].amount"')
+            cols.append(f'{side}_price_{lvl} AS "{tside}[{lvl}].price"')
+            cols.append(f'{side}_qty_{lvl} AS "{tside}[{lvl}].amount"')
     return (f"SELECT 'kraken' AS exchange, {symbol_expr} AS symbol, "
             "coalesce(epoch_us(ts_exchange), epoch_us(ts)) AS timestamp, "
             f"epoch_us(ts) AS local_timestamp, {', '.join(cols)} FROM {name}")
@@ -210,9 +211,9 @@ def _tardis_book_sql(name: str, depth: int, symbol_expr: str) -> str:
 def _tardis_quotes_sql(name: str, symbol_expr: str) -> str:
     return (f"SELECT 'kraken' AS exchange, {symbol_expr} AS symbol, "
             "coalesce(epoch_us(ts_exchange), epoch_us(ts)) AS timestamp, "
-            f"epoch_us(ts) AS local_timestamp, {_num('ask_qty_0')} AS ask_amount, "
-            f"{_num('ask_price_0')} AS ask_price, {_num('bid_price_0')} AS bid_price, "
-            f"{_num('bid_qty_0')} AS bid_amount FROM {name}")
+            "epoch_us(ts) AS local_timestamp, ask_qty_0 AS ask_amount, "
+            "ask_price_0 AS ask_price, bid_price_0 AS bid_price, bid_qty_0 AS bid_amount "
+            f"FROM {name}")
 
 
 def _quotes_columns(t: pa.Table) -> pa.Table:
@@ -244,6 +245,8 @@ class _Sink:
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if self.fmt == "csv":
+            batch = _plain_decimals(batch)
         if self.writer is None:
             self._open(batch.schema)
         if isinstance(batch, pa.Table):
@@ -265,8 +268,12 @@ class _Sink:
             self.stream = pa.CompressedOutputStream(str(self.out), "gzip")
         else:
             self.stream = pa.OSFile(str(self.out), "wb")
-        self.writer = pacsv.CSVWriter(self.stream, schema,
-                                      write_options=pacsv.WriteOptions(quoting_style="needed"))
+        # Values are numbers, symbols, sides and timestamps: nothing needs quoting.
+        try:
+            options = pacsv.WriteOptions(quoting_style="none", quoting_header="none")
+        except TypeError:  # pyarrow < 18 always quotes the header
+            options = pacsv.WriteOptions(quoting_style="none")
+        self.writer = pacsv.CSVWriter(self.stream, _csv_schema(schema), write_options=options)
 
     def close(self, schema: pa.Schema | None = None) -> None:
         if self.writer is None and schema is not None:
@@ -275,6 +282,28 @@ class _Sink:
             self.writer.close()
         if self.stream is not None:
             self.stream.close()
+
+
+def _csv_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_decimal(f.type) else f
+                      for f in schema])
+
+
+def _plain_decimals(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """Decimal columns as plain text with their full scale (Arrow's own cast writes 0E-10
+    and 1.00E-8)."""
+    dec = [i for i, f in enumerate(batch.schema) if pa.types.is_decimal(f.type)]
+    if not dec:
+        return batch
+    con = duckdb.connect()
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    con.register("_b", pa.table({str(i): table.column(i) for i in dec}))
+    text = to_arrow(con.sql("SELECT " + ", ".join(f'"{i}"::VARCHAR' for i in dec)
+                            + " FROM _b"))
+    con.close()
+    for n, i in enumerate(dec):
+        table = table.set_column(i, table.schema.field(i).name, text.column(n))
+    return table
 
 
 def _batches(rel: duckdb.DuckDBPyRelation, size: int = 65_536) -> pa.RecordBatchReader:

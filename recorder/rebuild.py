@@ -122,7 +122,7 @@ def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int) -> int | 
 
 
 def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
-              book_depth: int | None = None, qty_text: bool = False
+              book_depth: int | None = None, qty_text: bool = False, text: bool = False
               ) -> tuple[pa.Table, int | None, int | None]:
     """The book rows of ``symbol`` needed to know the book from ``start_us`` to ``end_us``
     (inclusive): from the last snapshot at or before ``start_us`` (or from ``start_us`` if
@@ -141,6 +141,9 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
         empty = pa.table({"update_id": pa.array([], pa.int64())})
         return empty, None, None
     qs = ", qty::VARCHAR AS qs" if qty_text else ""
+    if text:
+        qs += (", rtrim(rtrim(price::VARCHAR, '0'), '.') AS price_text, "
+               "rtrim(rtrim(qty::VARCHAR, '0'), '.') AS qty_text")
     query = (
         "SELECT update_id, epoch_us(ts_recv) AS t, epoch_us(ts_exchange) AS tx, "
         f"side = 'bid' AS bid, (price * {PRICE_SCALE})::BIGINT AS pk, qty = 0 AS del, "
@@ -149,7 +152,9 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
         f"AND ts_recv <= {ts_literal(end_us)} "
         f"AND date BETWEEN DATE '{date_of(first_us)}' AND DATE '{date_of(end_us)}' "
         "ORDER BY update_id, _file, _row")
-    return to_arrow(ds.con.sql(query)), int(depth), (first_us if snap else None)
+    # One chunk: take() on a table of many small chunks is slow.
+    rows = to_arrow(ds.con.sql(query)).combine_chunks()
+    return rows, int(depth), (first_us if snap else None)
 
 
 # -- the single pass -------------------------------------------------------------------------
@@ -198,15 +203,20 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
     g_list = list(grid) if grid is not None else []
     g = 0
     last_msg = (0, 0)
-    last_top: tuple | None = None
+    # The last top emitted in change mode: row numbers, keys, flag.
+    last_a: list[int] | None = None
+    last_b: list[int] | None = None
+    last_keys: tuple = ()
+    last_ok: bool | None = None
 
-    def emit(when: int) -> None:
+    def emit(when: int, a_idx: list[int] | None = None, b_idx: list[int] | None = None
+             ) -> None:
         if skip_unverified and state_ok is False:
             return
         out.times.append(when)
         out.msg.append(last_msg)
-        out.asks.append([asks[k] for k in ak[:levels]])
-        out.bids.append([bids[k] for k in bk[:levels]])
+        out.asks.append([asks[k] for k in ak[:levels]] if a_idx is None else a_idx)
+        out.bids.append([bids[k] for k in bk[:levels]] if b_idx is None else b_idx)
         out.verified.append(state_ok)
 
     i = 0
@@ -250,11 +260,20 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
             state_ok = ver[i]
             last_msg = (i, j)
             if change_from is not None and tm >= change_from:
-                top = (tuple((k, qs[asks[k]]) for k in ak[:levels]),
-                       tuple((k, qs[bids[k]]) for k in bk[:levels]), state_ok)
-                if top != last_top:
-                    last_top = top
-                    emit(tm)
+                a_idx = [asks[k] for k in ak[:levels]]
+                b_idx = [bids[k] for k in bk[:levels]]
+                if a_idx != last_a or b_idx != last_b or state_ok != last_ok:
+                    keys = (ak[:levels], bk[:levels])
+                    # Same levels, new rows: a change only if a quantity differs (a level
+                    # re-sent with the same quantity changes nothing).
+                    changed = (last_a is None or state_ok != last_ok or keys != last_keys
+                               or any(qs[x] != qs[y] for x, y in zip(a_idx, last_a,
+                                                                      strict=True))
+                               or any(qs[x] != qs[y] for x, y in zip(b_idx, last_b,
+                                                                      strict=True)))
+                    if changed:
+                        emit(tm, a_idx, b_idx)
+                    last_a, last_b, last_keys, last_ok = a_idx, b_idx, keys, state_ok
         i = j
     while g < len(g_list):
         if have:
@@ -295,17 +314,30 @@ def _ts_array(values: list[int | None]) -> pa.Array:
     return pa.array(values, pa.int64()).cast(TIMESTAMP)
 
 
-def _wide(rows: pa.Table, em: _Emit, levels: int) -> dict[str, pa.Array]:
+def _wide(rows: pa.Table, em: _Emit, levels: int, text: bool = False
+          ) -> dict[str, pa.Array]:
     """ask_price_0, ask_qty_0, bid_price_0, bid_qty_0, ask_price_1, ... (null past the end of
-    a side)."""
+    a side). ``text``: plain decimal text (no trailing zeros) instead of decimals."""
+    import numpy as np
+
     cols: dict[str, pa.Array] = {}
-    price, qty = rows.column("price"), rows.column("qty")
-    for lvl in range(levels):
-        for side, lists in (("ask", em.asks), ("bid", em.bids)):
-            idx = [lst[lvl] if lvl < len(lst) else None for lst in lists]
-            cols[f"{side}_price_{lvl}"] = _take(price, idx)
-            cols[f"{side}_qty_{lvl}"] = _take(qty, idx)
-    return cols
+    if text:
+        price, qty = rows.column("price_text"), rows.column("qty_text")
+    else:
+        price, qty = rows.column("price"), rows.column("qty")
+    for side, lists in (("ask", em.asks), ("bid", em.bids)):
+        idx = np.full((len(lists), levels), -1, dtype=np.int64)
+        for e, lst in enumerate(lists):
+            if lst:
+                idx[e, : len(lst)] = lst
+        for lvl in range(levels):
+            col = idx[:, lvl]
+            arr = pa.array(col, mask=col < 0)
+            cols[f"{side}_price_{lvl}"] = price.take(arr)
+            cols[f"{side}_qty_{lvl}"] = qty.take(arr)
+    order = [f"{side}_{what}_{lvl}" for lvl in range(levels) for side in ("ask", "bid")
+             for what in ("price", "qty")]
+    return {name: cols[name] for name in order}
 
 
 def _check_levels(depth: int) -> int:
@@ -366,19 +398,21 @@ def book_snapshots(ds: Dataset, symbol: str, start: Any, end: Any, interval: Any
 
 
 def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any, depth: int,
-            book_depth: int | None, unverified: str) -> pa.Table:
+            book_depth: int | None, unverified: str, text: bool = False) -> pa.Table:
+    """book_snapshots() on microseconds; ``text``: levels as plain decimal text (for CSV)."""
     if end_us <= start_us:
         raise DatasetError("end must be after start")
     _check_levels(depth)
     skip = _check_unverified(unverified)
     if interval is None:
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       qty_text=True)
+                                       qty_text=True, text=text)
         em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip)
     else:
         iv = parse_interval(interval)
         first = -(-start_us // iv) * iv
-        rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth)
+        rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
+                                       text=text)
         em = _fold(rows, sub_depth or 1, depth, grid=range(first, end_us, iv),
                    skip_unverified=skip)
     recv, exch = _msg_times(rows, em)
@@ -390,14 +424,15 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
         "verified": pa.array(em.verified, pa.bool_()),
     }
     if rows.num_rows:
-        cols.update(_wide(rows, em, depth))
+        cols.update(_wide(rows, em, depth, text))
     else:
         from recorder.schema import DECIMAL_PRICE, DECIMAL_QTY
 
         for lvl in range(depth):
             for side in ("ask", "bid"):
-                cols[f"{side}_price_{lvl}"] = pa.array([], DECIMAL_PRICE)
-                cols[f"{side}_qty_{lvl}"] = pa.array([], DECIMAL_QTY)
+                cols[f"{side}_price_{lvl}"] = pa.array([], pa.string() if text
+                                                       else DECIMAL_PRICE)
+                cols[f"{side}_qty_{lvl}"] = pa.array([], pa.string() if text else DECIMAL_QTY)
     return pa.table(cols)
 
 

@@ -381,7 +381,9 @@ def read_states(root: Path) -> list[dict]:
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):
+        # ``.<name>.tmp`` are being written; ``*.collector.json`` are reserved for the
+        # collector's own heartbeat (stats) files.
+        if path.name.startswith(".") or path.name.endswith(".collector.json"):
             continue
         try:
             out.append(json.loads(path.read_text()))

@@ -148,3 +148,20 @@ def test_replayed_real_v2_capture_recorded_value_for_value(tmp_path):
     assert con.execute("SELECT count(*) FROM book WHERE NOT verified").fetchone()[0] == 0
     assert con.execute("SELECT count(DISTINCT update_id) FROM book WHERE verified"
                        ).fetchone()[0] == 2962
+
+
+def test_demo_records_every_public_channel_and_prints_a_summary(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e import ROOT
+
+    env = dict(os.environ, DEMO_SECONDS="3", DEMO_DATA=str(tmp_path / "demo"))
+    proc = subprocess.run([sys.executable, "-m", "recorder.demo"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for table in ("book", "ohlc", "spread", "ticker", "trades"):
+        assert f"│ {table}" in proc.stdout
+    con = db(tmp_path / "demo")
+    assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
