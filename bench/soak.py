@@ -6,8 +6,8 @@
 Starts the simulator and `python -m recorder.supervisor` (what `recorder run` does) with
 trade + book-10 + spread on two pairs, files rotating every minute (so publishing runs
 throughout), and samples the collector's and the supervisor's RSS every few seconds from
-/proc. "Flat" means: the mean RSS of the last quarter is within --tolerance (default 10 %)
-of the mean of the second quarter (the first quarter is warm-up). At the end it prints the
+/proc. "Flat" means: the median RSS of the last quarter is within --tolerance (default 10 %)
+of the median of the second quarter (the first quarter is warm-up). At the end it prints the
 samples, rows recorded per table, and checks every file is readable.
 """
 
@@ -120,8 +120,8 @@ def main() -> int:
                  and ".status" not in f.parts]
     coll = [c for _, c, _ in samples if c]
     n = len(coll)
-    q2 = statistics.mean(coll[n // 4: n // 2]) if n >= 4 else None
-    q4 = statistics.mean(coll[3 * n // 4:]) if n >= 4 else None
+    q2 = statistics.median(coll[n // 4: n // 2]) if n >= 4 else None
+    q4 = statistics.median(coll[3 * n // 4:]) if n >= 4 else None
     flat = q2 is not None and q4 is not None and q4 <= q2 * (1 + args.tolerance)
     elapsed = samples[-1][0] if samples else 0
     summary = {
@@ -132,8 +132,8 @@ def main() -> int:
         "events": kinds,
         "collector_rss_mb": {"min": round(min(coll), 1) if coll else None,
                              "max": round(max(coll), 1) if coll else None,
-                             "mean_q2": round(q2, 1) if q2 else None,
-                             "mean_q4": round(q4, 1) if q4 else None},
+                             "median_q2": round(q2, 1) if q2 else None,
+                             "median_q4": round(q4, 1) if q4 else None},
         "supervisor_rss_mb_max": round(max(s for _, _, s in samples if s), 1) if samples else None,
         "flat": flat,
     }

@@ -176,65 +176,6 @@ def _run_many(jobs: list[tuple[Config, str]], data: Path | None, duration: float
 
 
 @app.command()
-def query(
-    sql: str = typer.Argument(..., help="SQL over the tables: trades, book, spread, ohlc, "
-                              "ticker, fills, orders, events, raw."),
-    data: Path = typer.Option(Path("data"), "--data", help="Data directory."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
-    out: Path | None = typer.Option(None, "--out", help="Write the result to a file "
-                                    "(.parquet, .csv or .json) instead of printing it."),
-) -> None:
-    """Run SQL over the recorded tables (one DuckDB view per table)."""
-    import duckdb
-
-    from recorder.query import available_tables, connect
-
-    if fmt not in ("table", "csv", "json"):
-        fail(f"--format {fmt!r} is not supported; allowed: table, csv, json")
-    if not data.is_dir():
-        fail(f"no data directory {data} (record with `recorder run`, or pass --data DIR)")
-    con = connect(data)
-    try:
-        rel = con.sql(sql)
-    except duckdb.Error as e:
-        tables = ", ".join(available_tables(data)) or "none yet"
-        fail(f"{str(e).splitlines()[0]}\n  tables with data in {data}: {tables}")
-    if rel is None:
-        return
-    if out is not None:
-        suffix = out.suffix.lower()
-        if suffix == ".parquet":
-            rel.write_parquet(str(out), compression="zstd")
-        elif suffix == ".csv":
-            rel.write_csv(str(out))
-        elif suffix == ".json":
-            out.write_text(_as_json(rel))
-        else:
-            fail(f"--out {out}: use a .parquet, .csv or .json file name")
-        typer.echo(f"wrote {out}", err=True)
-        return
-    if fmt == "table":
-        rel.show(max_width=10_000, max_rows=1_000)
-    elif fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(rel.columns)
-        writer.writerows(rel.fetchall())
-    else:
-        typer.echo(_as_json(rel))
-
-
-def _as_json(rel) -> str:  # noqa: ANN001 - a DuckDB relation
-    import json
-
-    cols = rel.columns
-    rows = [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
-    # Decimals and timestamps as text: exact, and readable by any JSON consumer.
-    return json.dumps(rows, default=str, indent=None)
-
-
-@app.command()
 def renormalize(
     data: Path = typer.Option(Path("data"), "--data", help="Recording with a raw table."),
     out: Path = typer.Option(..., "--out", help="New data directory for the re-parsed tables."),
@@ -263,9 +204,15 @@ def renormalize(
 
 
 def _register_optional_commands() -> None:
+    from recorder.query_cli import book, catalog, export, query, report
     from recorder.simulator.cli import simulate
     from recorder.token_cli import token
 
+    app.command("query")(query)
+    app.command("catalog")(catalog)
+    app.command("export")(export)
+    app.command("book")(book)
+    app.command("report")(report)
     app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
     app.command("token", help="Fetch a WebSocket token with the configured key.")(token)
 

@@ -190,7 +190,7 @@ def test_python_api(days: Path) -> None:
         ds.table("tradez")
     with pytest.raises(ValueError, match="is not a time"):
         ds.table("trades", start="yesterday")
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     df = ds.df("trades", symbols="BTC/USD", start="2026-11-20")
     assert isinstance(df, pd.DataFrame) and len(df) == 40
 
