@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -44,6 +44,7 @@ def _load_all(paths: list[Path]) -> list[Config]:
 
 
 ROLES = ("public", "private")
+_early_stop = threading.Event()
 # Rows waiting for the sink's writer thread (~400 B each as Python tuples): enough to ride
 # out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
 _MAX_QUEUED_ROWS = 32_768
@@ -89,12 +90,11 @@ def run(
                     check_credentials(cfg)
                 except CredentialError as e:
                     fail(f"{cfg.path}: {e}")
-    if len(jobs) == 1:
-        cfg, role = jobs[0]
-        code = _collect(cfg, role, data, duration, url)
-    else:
-        code = _run_many(jobs, data, duration, url, log_level)
-    raise typer.Exit(code)
+    # Always supervised, one job too: a crashed collector is restarted (and the restart
+    # recorded as a gap), a collector that cannot start fails the job with exit code 2.
+    from recorder.supervisor import run_many
+
+    raise typer.Exit(run_many(jobs, data, duration, url, log_level))
 
 
 @app.command(hidden=True)
@@ -107,6 +107,11 @@ def collect(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """One collector process (what `run` starts per connection)."""
+    # A SIGTERM during start-up (journal recovery can take seconds) must not kill the
+    # process half-way: remember it, and stop as soon as the collector exists.
+    _early_stop.clear()
+    signal.signal(signal.SIGTERM, lambda *_: _early_stop.set())
+    signal.signal(signal.SIGINT, lambda *_: _early_stop.set())
     _setup_logging(log_level)
     if role not in ROLES:
         fail(f"--role {role!r}; allowed: {', '.join(ROLES)}")
@@ -117,7 +122,7 @@ def collect(
 def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
              url: str | None) -> int:
     from recorder.collector import Collector, make_public_adapter
-    from sinks.parquet_sink import ParquetSink
+    from sinks.parquet_sink import ParquetSink, SinkError
 
     root = data or cfg.output_path
     try:
@@ -135,44 +140,23 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
             fail(str(e))
     else:
         adapter = make_public_adapter(cfg, url)
-    sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
-                       max_file_bytes=cfg.max_file_mb * 1024 * 1024,
-                       journal_interval=cfg.journal_interval,
-                       max_queued_rows=_MAX_QUEUED_ROWS,
-                       source=f"{cfg.name}-{role}-{os.getpid()}")
+    try:
+        sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
+                           max_file_bytes=cfg.max_file_mb * 1024 * 1024,
+                           journal_interval=cfg.journal_interval,
+                           max_queued_rows=_MAX_QUEUED_ROWS,
+                           source=f"{cfg.name}-{role}-{os.getpid()}")
+    except SinkError as e:  # e.g. a full or read-only disk at start-up: one line, exit 2
+        fail(str(e))
     collector = Collector(cfg, sink, adapter, duration=duration)
     collector.install_signal_handlers()
+    if _early_stop.is_set():
+        collector.stop()
     log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
     collector.run()
     log.info("stopped: %d frames, %d book checksums verified, %d resyncs",
              collector.frames, collector.books.verified, collector.resyncs)
     return 0
-
-
-def _run_many(jobs: list[tuple[Config, str]], data: Path | None, duration: float | None,
-              url: str | None, log_level: str) -> int:
-    """One collector process per connection; SIGINT/SIGTERM is forwarded to all of them."""
-    procs: list[subprocess.Popen] = []
-    for cfg, role in jobs:
-        cmd = [sys.executable, "-m", "recorder", "collect", str(cfg.path), "--role", role,
-               "--log-level", log_level]
-        if data:
-            cmd += ["--data", str(data)]
-        if duration:
-            cmd += ["--duration", str(duration)]
-        if url and role == "public":
-            cmd += ["--url", url]
-        procs.append(subprocess.Popen(cmd))
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [proc.wait() for proc in procs]
-    return max(codes, default=0)
 
 
 @app.command()
@@ -206,6 +190,7 @@ def renormalize(
 def _register_optional_commands() -> None:
     from recorder.query_cli import book, catalog, export, query, report
     from recorder.simulator.cli import simulate
+    from recorder.status import status
     from recorder.token_cli import token
 
     app.command("query")(query)
@@ -215,6 +200,8 @@ def _register_optional_commands() -> None:
     app.command("report")(report)
     app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
     app.command("token", help="Fetch a WebSocket token with the configured key.")(token)
+    app.command("status", help="What each collector records: state, last message, rates, "
+                "gaps and checksum failures over the last hour.")(status)
 
 
 _register_optional_commands()

@@ -20,6 +20,9 @@ import time
 import websocket
 
 _CHUNK = 256 * 1024
+# A message larger than this is refused (the connection is replaced) rather than buffered:
+# Kraken's largest messages, depth-1000 snapshots, are well under 1 MiB.
+MAX_MESSAGE = 64 << 20
 _TEXT, _BINARY, _CONTINUATION = 0x1, 0x2, 0x0
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _U16 = struct.Struct("!H")
@@ -85,6 +88,8 @@ class FrameReader:
                 header = 10
             if b1 & 0x80:
                 raise ProtocolError("the server sent a masked frame")
+            if length > MAX_MESSAGE:
+                raise ProtocolError(f"a frame of {length} bytes is over the limit")
             stop = pos + header + length
             if stop > end:
                 break
@@ -100,6 +105,8 @@ class FrameReader:
                 if self._fragments is None:
                     raise ProtocolError("continuation frame without a first fragment")
                 self._fragments.append(payload)
+                if sum(map(len, self._fragments)) > MAX_MESSAGE:
+                    raise ProtocolError("a fragmented message is over the size limit")
                 if b0 & 0x80:
                     out.append(b"".join(self._fragments))
                     self._fragments = None

@@ -205,9 +205,15 @@ class ParquetSink:
                 self._enqueue(("rows", table, rows, now), len(rows))
 
     def _enqueue(self, item: tuple, rows: int) -> None:
-        if not self._writer.is_alive():
-            raise SinkError("the sink's writer thread has stopped; see the log")
-        blocked = self._queue.put(item, rows)
+        blocked = 0.0
+        while True:
+            if not self._writer.is_alive():
+                raise SinkError("the sink's writer thread has stopped; see the log")
+            try:  # never wait forever on a queue that a dead writer will not drain
+                blocked += self._queue.put(item, rows, timeout=1.0)
+                break
+            except TimeoutError:
+                blocked += 1.0
         if blocked > 0.001:
             self.stats_.blocked_seconds += blocked
         if blocked >= 1.0:

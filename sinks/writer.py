@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from recorder.schema import TABLES, column_index
 from sinks.convert import Problem, rows_to_batch
 from sinks.journal import SegmentInfo, SegmentWriter
-from sinks.layout import day_of, window_of
+from sinks.layout import day_of, partition_dir, window_of
 from sinks.publisher import Publisher
 from sinks.reporting import Reporter
 from sinks.row_queue import RowQueue
@@ -193,6 +193,12 @@ class Writer(threading.Thread):
             name = f"{self.cfg.exchange}-{date}-{self.cfg.source}-{self._seq:04d}"
             info = SegmentInfo(table, self.cfg.exchange, date, self.cfg.source, self._seq,
                                name, start, end)
+            partition = partition_dir(self.cfg.root, table, self.cfg.exchange, date)
+            if any(partition.glob(f"*-{self.cfg.source}-{self._seq:04d}*.parquet")):
+                # An earlier process with our source (a pid reused after a container
+                # restart) published this segment id: the publisher would take our
+                # segment for that file and delete it. Use the next seq.
+                continue
             try:
                 seg = SegmentWriter(self.cfg.root, info)
                 break

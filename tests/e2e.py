@@ -55,4 +55,5 @@ def db(data: Path) -> duckdb.DuckDBPyConnection:
 
 
 def all_files(data: Path) -> list[Path]:
-    return [p for p in data.rglob("*") if p.is_file()]
+    """The recorded files (not the supervisor's state files in ``.status``)."""
+    return [p for p in data.rglob("*") if p.is_file() and ".status" not in p.parts]

@@ -372,10 +372,6 @@ def test_blocked_sink_stops_the_socket_reads_instead_of_growing(tmp_path):
 # -- known gap in the sink -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="sinks: a new segment whose id (source + seq) matches a "
-                   "finished file of an earlier process is taken as already published and "
-                   "deleted; a container restart reuses pids, so the collector's source "
-                   "repeats (fix proposed in the issue #6 report)")
 def test_a_restart_with_a_reused_pid_keeps_its_rows(tmp_path):
     from sinks.parquet_sink import ParquetSink
 

@@ -97,3 +97,14 @@ def test_masked_server_frame_is_a_protocol_error(pair):
     b.sendall(_frame(Opcode.TEXT, b"masked", mask=True))
     with pytest.raises(ProtocolError, match="masked"):
         reader.read()
+
+
+def test_oversized_frame_refused_not_buffered(pair, monkeypatch):
+    from recorder import wsclient
+
+    monkeypatch.setattr(wsclient, "MAX_MESSAGE", 1000)
+    a, b = pair
+    reader = FrameReader(_FakeWs(a))
+    b.sendall(_frame(Opcode.TEXT, b"x" * 2000)[:100])  # only the header need arrive
+    with pytest.raises(ProtocolError, match="over the limit"):
+        reader.read()
