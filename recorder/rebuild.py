@@ -168,6 +168,14 @@ class _Emit:
     bids: list[list[int]] = field(default_factory=list)
     verified: list[bool | None] = field(default_factory=list)
 
+    def add_empty_book(self) -> None:
+        """One snapshot of an empty book (nothing recorded before the moment asked for)."""
+        self.times.append(0)
+        self.msg.append((0, 0))
+        self.asks.append([])
+        self.bids.append([])
+        self.verified.append(None)
+
 
 def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
           change_from: int | None = None, skip_unverified: bool = False) -> _Emit:
@@ -179,11 +187,7 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
     n = rows.num_rows
     if n == 0:
         if grid is None and change_from is None:
-            out.times.append(0)
-            out.msg.append((0, 0))
-            out.asks.append([])
-            out.bids.append([])
-            out.verified.append(None)
+            out.add_empty_book()
         return out
     upd = rows.column("update_id").to_pylist()
     tim = rows.column("t").to_pylist()
@@ -283,11 +287,7 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
         if have:
             emit(tim[last_msg[0]])
         else:
-            out.times.append(0)
-            out.msg.append((0, 0))
-            out.asks.append([])
-            out.bids.append([])
-            out.verified.append(None)
+            out.add_empty_book()
     return out
 
 

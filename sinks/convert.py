@@ -66,8 +66,9 @@ def _convert_isolating(
 # --- text columns -----------------------------------------------------------------------------
 
 
-def _as_strings(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]:
-    """Text column; anything that is not text (or None) is nulled and reported."""
+def _text_column(values: Sequence, exact_text: Callable[[object], str | None],
+                 reason: str) -> tuple[pa.Array, list[tuple[int, str, str]]]:
+    """A text column; values ``exact_text`` cannot render are nulled and reported."""
     try:
         return pa.array(values, pa.string()), []
     except _ARROW_ERRORS:
@@ -75,32 +76,28 @@ def _as_strings(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]
     clean: list[str | None] = []
     bad: list[tuple[int, str, str]] = []
     for i, v in enumerate(values):
-        if v is None or isinstance(v, str):
-            clean.append(v)
-        else:
-            clean.append(None)
-            bad.append((i, _shown(v), "not text"))
+        text = v if v is None or isinstance(v, str) else exact_text(v)
+        if text is None and v is not None:
+            bad.append((i, _shown(v), reason))
+        clean.append(text)
     return pa.array(clean, pa.string()), bad
+
+
+def _as_strings(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]:
+    """Text column; anything that is not text (or None) is nulled and reported."""
+    return _text_column(values, lambda v: None, "not text")
+
+
+def _number_text(v: object) -> str | None:
+    if isinstance(v, int | Decimal) and not isinstance(v, bool):
+        return str(v)
+    return None
 
 
 def _as_number_text(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]:
     """Text of decimal numbers. Ints and Decimals are exact, so their text is used; a float
     has already lost the exchange's digits, so it is reported rather than guessed at."""
-    try:
-        return pa.array(values, pa.string()), []
-    except _ARROW_ERRORS:
-        pass
-    clean: list[str | None] = []
-    bad: list[tuple[int, str, str]] = []
-    for i, v in enumerate(values):
-        if v is None or isinstance(v, str):
-            clean.append(v)
-        elif isinstance(v, int | Decimal) and not isinstance(v, bool):
-            clean.append(str(v))
-        else:
-            clean.append(None)
-            bad.append((i, _shown(v), "not decimal text"))
-    return pa.array(clean, pa.string()), bad
+    return _text_column(values, _number_text, "not decimal text")
 
 
 # --- decimals ---------------------------------------------------------------------------------
