@@ -148,7 +148,8 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
                            source=f"{cfg.name}-{role}-{os.getpid()}")
     except SinkError as e:  # e.g. a full or read-only disk at start-up: one line, exit 2
         fail(str(e))
-    collector = Collector(cfg, sink, adapter, duration=duration)
+    heartbeat = root / ".status" / f"{cfg.name}-{role}.collector.json"
+    collector = Collector(cfg, sink, adapter, duration=duration, heartbeat_path=heartbeat)
     collector.install_signal_handlers()
     if _early_stop.is_set():
         collector.stop()

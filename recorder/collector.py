@@ -10,7 +10,9 @@ exchange.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -37,6 +39,7 @@ log = logging.getLogger("recorder.collector")
 # and notice a stop request or a stale connection.
 _POLL_SECONDS = 0.2
 _FLUSH_SECONDS = 0.1
+_HEARTBEAT_SECONDS = 5.0
 
 
 @dataclass
@@ -79,7 +82,7 @@ class Collector:
     """Record one connection of a config until stopped or ``duration`` elapses."""
 
     def __init__(self, config: Config, sink: Any, adapter: Adapter, *,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, heartbeat_path: Path | None = None) -> None:
         self.config = config
         self.sink = sink
         self.adapter = adapter
@@ -96,6 +99,10 @@ class Collector:
         self.rows = new_rows()
         self.books = BookKeeper()
         self.resyncs = 0
+        # `recorder status` reads this file to tell a connected collector from a stuck one
+        # and to show the sink's trouble (a full disk) next to the data's age.
+        self.heartbeat_path = heartbeat_path
+        self._next_heartbeat = 0.0
         self._reqid = 1000
 
     # -- public -----------------------------------------------------------------------
@@ -307,6 +314,27 @@ class Collector:
                                for e in pending]
                 self.sink.write(table, pending)
         self.sink.tick()
+        if self.heartbeat_path is not None and time.monotonic() >= self._next_heartbeat:
+            self._write_heartbeat()
+
+    def _write_heartbeat(self) -> None:
+        self._next_heartbeat = time.monotonic() + _HEARTBEAT_SECONDS
+        stats = self.sink.stats()
+        beat = {
+            "pid": os.getpid(), "updated_at": time.time(), "url": self.url,
+            "connected": self.ws is not None, "conn_id": self.conn_id, "frames": self.frames,
+            "checksums_verified": self.books.verified, "resyncs": self.resyncs,
+            "sink": {k: stats.get(k) for k in ("queued_rows", "pending_rows",
+                                               "blocked_seconds", "write_error")},
+        }
+        path = self.heartbeat_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps(beat))
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk must not stop the recording itself
+            log.debug("cannot write %s: %s", path, e)
 
     def _event(self, kind: str, text: str, symbol: str | None = None,
                channel: str | None = None) -> None:

@@ -38,6 +38,7 @@ PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
 _FILE_SOURCE = re.compile(r"-\d{8}T\d{6}Z-(.+)-\d{4,}(?:-\d+)?\.parquet$")
 _SEGMENT_SOURCE = re.compile(r"^[^-]+-\d{4}-\d{2}-\d{2}-(.+)-\d{4,}$")
 _PID_SUFFIX = re.compile(r"-\d+$")
+_HEARTBEAT_SECONDS = 5.0  # how often a collector rewrites its heartbeat file
 
 
 def collector_of(source: str) -> str:
@@ -105,6 +106,17 @@ def _table_rows(con, data: Path, table: str, since_us: int) -> None:
     con.execute(f"CREATE OR REPLACE TEMP VIEW _rows_{table} AS " + " UNION ALL ".join(parts))
 
 
+def read_heartbeats(data: Path) -> dict[str, dict]:
+    """The collectors' own heartbeat files, ``<data>/.status/<config>-<role>.collector.json``."""
+    out: dict[str, dict] = {}
+    for path in sorted((data / ".status").glob("*.collector.json")):
+        try:
+            out[path.name.removesuffix(".collector.json")] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now; the next call sees it
+    return out
+
+
 def collect_status(data: Path, *, now: float | None = None, window: float = 3600.0) -> dict:
     """Everything `recorder status` shows, as a dict (``--format json`` prints it)."""
     import duckdb
@@ -138,6 +150,10 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
             "up_s": (round(now - st["started_at"], 1)
                      if alive and st.get("started_at") else None),
         }
+
+    for key, beat in read_heartbeats(data).items():
+        beat["age_s"] = round(now - beat.get("updated_at", now), 1)
+        collectors[key]["collector"] = beat
 
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
@@ -233,6 +249,19 @@ def render(report: dict) -> str:
                 head += f" ({st['reason']})"
         out.append("")
         out.append(f"{key}: {head}")
+        beat = c.get("collector")
+        if beat:
+            running = st is not None and st["state"] in ("running", "starting")
+            conn = (f"connected to {beat['url']} (connection {beat['conn_id']})"
+                    if beat.get("connected") else "not connected")
+            line = f"  collector      {conn}, {beat.get('frames', 0):,} frames"
+            if running and beat["age_s"] > 3 * _HEARTBEAT_SECONDS:
+                line += f"; its heartbeat is {beat['age_s']:.0f} s old (stuck?)"
+            out.append(line)
+            sink = beat.get("sink") or {}
+            if sink.get("write_error"):
+                out.append(f"  sink           cannot write: {sink['write_error']} "
+                           f"({sink.get('pending_rows', 0):,} rows waiting, kept in memory)")
         out.append(f"  last message   {_age(c['last_message_age_s'])}")
         if c["tables"]:
             out.append(f"  {'table':<8} {'rows':>10} {'rows/s (1 min)':>15}  {'last':>12}  "

@@ -64,6 +64,9 @@ def test_status_of_a_live_and_a_stopped_collector(tmp_path):
     assert c["checksum_failures"] == 1
     assert "st-public: running, pid" in text and "checksum fails 1" in text
     assert "gaps           1 (disconnected 1)" in text
+    beat = c["collector"]  # the collector's own heartbeat file
+    assert beat["connected"] and beat["frames"] > 0 and beat["age_s"] < 10
+    assert "  collector      connected to ws://127.0.0.1:" in text
     assert js["collectors"]["st-public"]["gaps"] == 1
     # After the stop: the same rows from the finished files; state "stopped", no pid.
     after = collect_status(data)["collectors"]["st-public"]
