@@ -17,7 +17,7 @@ PAIRS = '["BTC/USD", "ETH/USD"]'
 SECONDS = float(os.environ.get("DEMO_SECONDS", "20"))
 DATA = Path(os.environ.get("DEMO_DATA", "data/demo"))
 
-PUBLIC = """
+HEADER = """
 [exchange]
 name = "kraken"
 api = "v2"
@@ -25,40 +25,23 @@ url = "{url}"
 
 [output]
 path = "{data}"
-rotate = "1h"
-
-[[subscribe]]
-channel = "trade"
-symbols = {pairs}
-
-[[subscribe]]
-channel = "book"
-symbols = {pairs}
-depth = 10
-
-[[subscribe]]
-channel = "spread"
-symbols = {pairs}
-
-[[subscribe]]
-channel = "ohlc"
-symbols = {pairs}
-interval = 1
 """
 
-TICKER = """
-[exchange]
-name = "kraken"
-api = "v2"
-url = "{url}"
+# Kraken v2 keeps one ticker stream per symbol and connection (spread is the bbo one), so
+# the ticker channel gets a second config, hence a second connection.
+CONFIGS = {
+    "demo-public.toml": (("trade", ""), ("book", "depth = 10"), ("spread", ""),
+                         ("ohlc", "interval = 1")),
+    "demo-ticker.toml": (("ticker", ""),),
+}
 
-[output]
-path = "{data}"
 
-[[subscribe]]
-channel = "ticker"
-symbols = {pairs}
-"""
+def config_text(subscriptions: tuple[tuple[str, str], ...], url: str, data: Path) -> str:
+    text = HEADER.format(url=url, data=data)
+    for channel, extra in subscriptions:
+        text += f'\n[[subscribe]]\nchannel = "{channel}"\nsymbols = {PAIRS}\n{extra}\n'
+    return text
+
 
 SUMMARY = """
 SELECT 'trades' AS "table", symbol, count(*) AS "rows", min(ts_recv) AS first, max(ts_recv) AS last
@@ -94,9 +77,9 @@ def main() -> int:
         url = sim.urls["ws_v2"]
         print(f"simulator: {url}", flush=True)
         configs = []
-        for name, text in (("demo-public.toml", PUBLIC), ("demo-ticker.toml", TICKER)):
+        for name, subscriptions in CONFIGS.items():
             path = Path(tmp) / name
-            path.write_text(text.format(url=url, data=DATA.resolve(), pairs=PAIRS))
+            path.write_text(config_text(subscriptions, url, DATA.resolve()))
             configs.append(str(path))
         print(f"recording every public channel for {SECONDS:.0f} s into {DATA} ...",
               flush=True)
