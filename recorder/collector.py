@@ -164,6 +164,7 @@ class Collector:
         reader.settimeout(_POLL_SECONDS)
         log.info("connected to %s (connection %d)", self.url, self.conn_id)
         self._event("connected", detail(url=self.url, attempt=self.backoff.attempts))
+        self._next_heartbeat = 0.0  # say so at the next flush, not up to 5 s later
         self.books.reset()
         reason = "closed"
         try:
@@ -177,6 +178,7 @@ class Collector:
         finally:
             ended = time.time_ns() // 1000
             self.ws = None
+            self._next_heartbeat = 0.0
             reader.close(timeout=0.5)
         self._flush()
         stopping = self.stop_event.is_set() or (deadline and time.monotonic() >= deadline)

@@ -84,13 +84,12 @@ def corrupted(views: tuple[list[ViewLevel], list[ViewLevel]], ev: BookEvent):
     The checksum stays the one over the true book, as when a real feed garbles a level.
     """
     for side_idx in (ASK, BID):
-        before = ev.before[side_idx]
         side = ev.pm.sides[side_idx]
         for i, lv in enumerate(views[side_idx]):
-            in_top = side.in_top(lv.price, 10) or (
-                before is not None and lv.price * side.sign in before[:10]
-            )
-            if in_top:
+            # A level that stays in the top 10 after this update: a garbled deletion or a
+            # level at the edge could be cut off by the client's depth truncation and never
+            # show in the checksum, and the fault would go unseen.
+            if lv.qty > 0 and side.in_top(lv.price, 10):
                 bad = ViewLevel(lv.price, lv.qty + 1, lv.ts, lv.republish)
                 levels = list(views[side_idx])
                 levels[i] = bad
