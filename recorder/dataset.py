@@ -24,7 +24,6 @@ of the file's footer, so no row is counted twice.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from recorder.schema import TABLES, arrow_schema
+from recorder.timespec import (  # noqa: F401  (re-exported: the notebook API)
+    DatasetError,
+    date_of,
+    parse_interval,
+    parse_time,
+    to_datetime,
+    ts_literal,
+)
 
 if TYPE_CHECKING:
     # Imported where used: `recorder` commands that never query (a collector process) then
@@ -42,11 +49,6 @@ if TYPE_CHECKING:
 # and its position there, for "rows of one update in file order".
 ORDER_COLUMNS = ("_file", "_row")
 MARKET_TABLES = ("trades", "book", "spread", "ohlc", "ticker", "fills", "orders")
-
-
-class DatasetError(ValueError):
-    """A bad argument (unknown table, unparseable time, ...): the message says what is
-    allowed."""
 
 
 # -- small helpers shared by the query, export, rebuild and report modules -----------------
@@ -74,74 +76,6 @@ def empty_select(table: str, order: bool = False) -> str:
     if order:
         cols += ["NULL::VARCHAR AS _file", "NULL::BIGINT AS _row"]
     return f"SELECT {', '.join(cols)} WHERE false"
-
-
-_TIME_UNITS = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "min": 60_000_000,
-               "h": 3_600_000_000, "d": 86_400_000_000}
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h|d)?\s*$")
-
-
-def parse_interval(text: str | int | float | dt.timedelta, what: str = "interval") -> int:
-    """'500ms', '1s', '5m', '1h', '1d' (a bare number is seconds) -> microseconds (> 0)."""
-    if isinstance(text, dt.timedelta):
-        us = round(text.total_seconds() * 1_000_000)
-    elif isinstance(text, int | float):
-        us = round(text * 1_000_000)
-    else:
-        m = _INTERVAL.match(str(text))
-        if not m:
-            raise DatasetError(f"{what} {text!r} is not a duration; use e.g. 500ms, 1s, 5m, "
-                               "1h, 1d")
-        us = round(float(m.group(1)) * _TIME_UNITS[m.group(2) or "s"])
-    if us <= 0:
-        raise DatasetError(f"{what} {text!r} must be longer than 0")
-    return us
-
-
-def parse_time(value: str | int | float | dt.datetime | dt.date | None,
-               what: str = "time") -> int | None:
-    """ISO-8601 ('2026-11-22', '2026-11-22T04:30', '...Z', '+02:00'; no zone means UTC),
-    epoch seconds, or a datetime -> microseconds since the epoch."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        d = value
-    elif isinstance(value, dt.date):
-        d = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, int | float):
-        return round(value * 1_000_000)
-    else:
-        text = str(value).strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return round(float(text) * 1_000_000)
-        try:
-            d = dt.datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10
-                                          else text)
-        except ValueError:
-            raise DatasetError(f"{what} {value!r} is not a time; use ISO-8601 such as "
-                               "2026-11-22 or 2026-11-22T04:30:00Z, or epoch seconds"
-                               ) from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.UTC)
-    delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def ts_literal(us: int) -> str:
-    """A TIMESTAMPTZ literal for microseconds since the epoch."""
-    d = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
-    return f"TIMESTAMPTZ '{d.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
-
-
-def date_of(us: int) -> str:
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).strftime(
-        "%Y-%m-%d")
-
-
-def to_datetime(us: int | None) -> dt.datetime | None:
-    if us is None:
-        return None
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
 
 
 def time_filter(start_us: int | None, end_us: int | None, column: str = "ts_recv",

@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from recorder.dataset import DatasetError, parse_interval, parse_time, to_datetime
+from recorder.timespec import DatasetError, parse_interval, parse_time, to_datetime
 
 FORMATS = ("table", "csv", "json")
 DATA_HELP = "Data directory (what `recorder run --data` wrote)."

@@ -18,32 +18,41 @@ Input kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Bumped whenever a column is added or changes meaning; written into every Parquet file.
 SCHEMA_VERSION = 1
 
 # Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
 # digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals.
-DECIMAL_PRICE = pa.decimal128(18, 10)
-DECIMAL_QTY = pa.decimal128(22, 10)
-DECIMAL_WIDE = pa.decimal128(28, 10)
-TIMESTAMP = pa.timestamp("us", tz="UTC")
+_DECIMALS = {"price": (18, 10), "qty": (22, 10), "wide": (28, 10)}
+_CONSTANTS = {"DECIMAL_PRICE": "price", "DECIMAL_QTY": "qty", "DECIMAL_WIDE": "wide",
+              "TIMESTAMP": "ts_us"}
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "str": pa.string(),
-    "text": pa.string(),
-    "price": DECIMAL_PRICE,
-    "qty": DECIMAL_QTY,
-    "wide": DECIMAL_WIDE,
-    "ts_text": TIMESTAMP,
-    "ts_us": TIMESTAMP,
-    "int64": pa.int64(),
-    "int32": pa.int32(),
-    "uint32": pa.uint32(),
-    "bool": pa.bool_(),
-}
+
+@cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    # pyarrow is imported on first use: the supervisor of `recorder run` reads configs (and so
+    # this module) but never builds a table, and pyarrow with numpy is ~60 MB of its RSS.
+    import pyarrow as pa
+
+    timestamp = pa.timestamp("us", tz="UTC")
+    types = {kind: pa.decimal128(p, s) for kind, (p, s) in _DECIMALS.items()}
+    types.update({"str": pa.string(), "text": pa.string(), "ts_text": timestamp,
+                  "ts_us": timestamp, "int64": pa.int64(), "int32": pa.int32(),
+                  "uint32": pa.uint32(), "bool": pa.bool_()})
+    return types
+
+
+def __getattr__(name: str) -> pa.DataType:
+    """DECIMAL_PRICE, DECIMAL_QTY, DECIMAL_WIDE, TIMESTAMP: the Arrow types, built lazily."""
+    if name in _CONSTANTS:
+        return _arrow_types()[_CONSTANTS[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,7 @@ class Column:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return _ARROW_TYPES[self.kind]
+        return _arrow_types()[self.kind]
 
 
 def _cols(spec: str) -> tuple[Column, ...]:
@@ -119,4 +128,6 @@ def column_index(table: str, name: str) -> int:
 
 
 def arrow_schema(table: str) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema([pa.field(c.name, c.arrow_type) for c in TABLES[table]])
