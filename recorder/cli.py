@@ -192,6 +192,7 @@ def renormalize(
 
 
 def _register_optional_commands() -> None:
+    from recorder.pairs_cli import pairs
     from recorder.query_cli import book, catalog, export, query, report
     from recorder.simulator.cli import simulate
     from recorder.status import status
@@ -204,6 +205,7 @@ def _register_optional_commands() -> None:
     app.command("report")(report)
     app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
     app.command("token", help="Fetch a WebSocket token with the configured key.")(token)
+    app.command("pairs")(pairs)
     app.command("status", help="What each collector records: state, last message, rates, "
                 "gaps and checksum failures over the last hour.")(status)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.kraken.common import BOOK_DEPTHS, CHANNELS, OHLC_INTERVALS, PRIVATE_CHANNELS
-from recorder.kraken.pairs import find_pair
+from recorder.kraken.pair_list import lookup_pair, unknown_pair_hint
 
 DEFAULT_URLS = {
     "v1": ("wss://ws.kraken.com", "wss://ws-auth.kraken.com"),
@@ -287,10 +287,11 @@ class _Checker:
                           "e.g. [\"BTC/USD\", \"ETH/USD\"]")
             out = []
             for name in raw:
-                pair = find_pair(name)
+                pair = lookup_pair(name)
                 if pair is None:
-                    self.fail(f"{prefix}.symbols", f"{name!r} is not a pair Kraken lists; "
-                              "use BASE/QUOTE such as BTC/USD, ETH/EUR or XBT/USD")
+                    self.fail(f"{prefix}.symbols", f"{name!r} is not a pair Kraken lists: "
+                              f"{unknown_pair_hint()}; use BASE/QUOTE such as BTC/USD, "
+                              "ETH/EUR or XBT/USD")
                 if pair.symbol in out:
                     self.fail(f"{prefix}.symbols", f"{name!r} is listed twice")
                 out.append(pair.symbol)
