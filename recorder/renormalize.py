@@ -3,36 +3,72 @@
 A parser fix then applies to old recordings: the frames are read back in arrival order,
 connection by connection, through the same adapters and book keeper as a live collector,
 into a new data directory.
+
+Parsing state (books, v2 acks) belongs to one connection of one collector process. The raw
+table has no column naming the process, and ``conn_id`` restarts at 1 in every process, so
+the source is taken from the file name (``<first>-<last>-<source>-<seq>.parquet``, see
+sinks/layout.py): a recovered journal segment keeps its writer's source and seq, so its file
+belongs to the same stream. Within a source the files follow ``seq``; the sources are merged
+by ``ts_recv``.
 """
 
 from __future__ import annotations
 
+import heapq
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from recorder.book import BookKeeper
 from recorder.kraken import v1, v2
 from recorder.kraken.common import new_rows
 
 _BATCH = 50_000
+# Read in small batches: one reader per source is open at a time during the merge.
+_READ_BATCH = 8_192
+_COLUMNS = ["conn_id", "ts_recv", "endpoint", "frame"]
+_NAME = re.compile(r"^\d{8}T\d{6}Z-\d{8}T\d{6}Z-(?P<source>.+)-(?P<seq>\d+)\.parquet$")
 
 
-def raw_frames(data: Path) -> Iterator[tuple[int, int, str, str]]:
-    """(conn_id, ts_recv µs, endpoint, frame) in the order the frames arrived."""
-    pattern = str(data.resolve() / "raw" / "**" / "*.parquet").replace("'", "''")
-    con = duckdb.connect()
-    rel = con.sql(
-        "SELECT conn_id, epoch_us(ts_recv) AS ts, endpoint, frame FROM read_parquet("
-        f"'{pattern}', filename = true, file_row_number = true) "
-        "ORDER BY filename, file_row_number")
-    reader = rel.fetch_record_batch(_BATCH)
-    for batch in reader:
-        cols = batch.to_pydict()
-        yield from zip(cols["conn_id"], cols["ts"], cols["endpoint"], cols["frame"],
-                       strict=True)
+class RawFrame(NamedTuple):
+    source: str
+    conn_id: int
+    ts: int  # ts_recv, µs
+    endpoint: str
+    frame: str
+
+
+def raw_sources(data: Path) -> dict[str, list[Path]]:
+    """The raw files under ``data`` per source, each list in the order it was written."""
+    found: dict[str, list[tuple[int, str, Path]]] = {}
+    for path in (data / "raw").rglob("*.parquet"):
+        m = _NAME.match(path.name)
+        # A file renamed by hand is its own stream: better than guessing its neighbours.
+        source, seq = (m["source"], int(m["seq"])) if m else (f"file:{path}", 0)
+        found.setdefault(source, []).append((seq, path.name, path))
+    return {src: [p for *_, p in sorted(files)] for src, files in sorted(found.items())}
+
+
+def _read_source(source: str, files: list[Path]) -> Iterator[RawFrame]:
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=_READ_BATCH, columns=_COLUMNS):
+            ts = pc.cast(batch.column("ts_recv"), pa.int64(), safe=False).to_pylist()
+            yield from (RawFrame(source, c, t, e, f) for c, t, e, f in zip(
+                batch.column("conn_id").to_pylist(), ts, batch.column("endpoint").to_pylist(),
+                batch.column("frame").to_pylist(), strict=True))
+
+
+def raw_frames(data: Path) -> Iterator[RawFrame]:
+    """Every raw frame under ``data``: each source in the order it was received, the
+    sources interleaved by ``ts_recv`` (a merge never reorders frames of one source)."""
+    streams = [_read_source(src, files) for src, files in raw_sources(data).items()]
+    return heapq.merge(*streams, key=lambda f: f.ts)
 
 
 class _Session:
@@ -68,16 +104,22 @@ def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
     """
     counts: dict[str, int] = {}
     out = new_rows()
-    sessions: dict[tuple[int, str], _Session] = {}
-    current: tuple[int, str] | None = None
+    # One state per connection of one collector process, never shared: two configs
+    # recorded together both have a connection 1.
+    sessions: dict[tuple[str, int, str], _Session] = {}
+    latest: dict[str, int] = {}
     update_id = 0
-    for n, (conn_id, ts, endpoint, frame) in enumerate(raw_frames(data), 1):
-        key = (conn_id, endpoint)
-        if key != current:
-            sessions.pop(current, None)
-            current = key
-            sessions[key] = _Session(endpoint)
-        session = sessions[key]
+    for n, (source, conn_id, ts, endpoint, frame) in enumerate(raw_frames(data), 1):
+        key = (source, conn_id, endpoint)
+        session = sessions.get(key)
+        if session is None:
+            if conn_id > latest.get(source, conn_id - 1):
+                # A collector runs one connection at a time and numbers them upwards: its
+                # earlier connections are over, so their books can go.
+                for old in [k for k in sessions if k[0] == source and k[1] < conn_id]:
+                    del sessions[old]
+                latest[source] = conn_id
+            session = sessions[key] = _Session(endpoint)
         update_id += 1
         book, events = out["book"], out["events"]
         start, events_start = len(book), len(events)

@@ -24,15 +24,21 @@ def write_config(tmp: Path, name: str, api: str, url: str, subscriptions: str,
     return path
 
 
-def run_recorder(config: Path, data: Path, seconds: float, *more: str,
+def _paths(config: Path | list[Path]) -> list[str]:
+    return [str(c) for c in (config if isinstance(config, list) else [config])]
+
+
+def run_recorder(config: Path | list[Path], data: Path, seconds: float, *more: str,
                  timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "recorder", "run", str(config), "--data", str(data),
+    """``recorder run`` of one config or several recorded together."""
+    cmd = [sys.executable, "-m", "recorder", "run", *_paths(config), "--data", str(data),
            "--duration", str(seconds), *more]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def start_recorder(config: Path, data: Path, *more: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "recorder", "run", str(config), "--data", str(data), *more]
+def start_recorder(config: Path | list[Path], data: Path, *more: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "recorder", "run", *_paths(config), "--data", str(data),
+           *more]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
 
