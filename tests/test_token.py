@@ -39,7 +39,8 @@ OTHER_SECRET = "c2VudGluZWwtc2VjcmV0LW5vdC10aGUtcmVhbC1vbmUtMDAwMDAwMDAwMDAwMA==
 class FakeKraken:
     """A GetWebSocketsToken endpoint on loopback. ``script`` lists what the next requests
     get: an error string (Kraken's error array), "DROP" (connection closed without an
-    answer), "HTTP500", or None (a token)."""
+    answer), "TRUNCATE" (an answer cut off mid-body), "GARBLE" (no valid status line),
+    "HTTP500", or None (a token)."""
 
     def __init__(self, key: str = KEY, secret: str = SECRET, expires: int = 900,
                  delay: float = 0.0) -> None:
@@ -64,7 +65,7 @@ class FakeKraken:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict] | None:
+    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict] | str:
         import time
 
         if self.delay:
@@ -72,8 +73,8 @@ class FakeKraken:
         with self._lock:
             self.requests.append({"path": path, "headers": headers, "body": body})
             step = self.script.pop(0) if self.script else None
-            if step == "DROP":
-                return None
+            if step in ("DROP", "TRUNCATE", "GARBLE"):
+                return step
             if step == "HTTP500":
                 return 500, {"error": []}
             if step is not None:
@@ -106,7 +107,16 @@ class FakeKraken:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 reply = fake.answer(self.path, headers, body)
-                if reply is None:
+                if isinstance(reply, str):
+                    if reply == "TRUNCATE":
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", "200")
+                        self.end_headers()
+                        self.wfile.write(b'{"error":[],"result":{"tok')
+                    elif reply == "GARBLE":
+                        self.wfile.write(b"KRAKEN IS HAVING A MOMENT\r\n\r\n")
+                    self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -204,6 +214,23 @@ def test_retries_are_bounded(kraken):
     with pytest.raises(TokenError, match="after 3 attempts.*Rate limit exceeded"):
         helper.fresh()
     assert len(kraken.requests) == 3
+
+
+@pytest.mark.parametrize("step, reason", [
+    ("TRUNCATE", r"truncated response \(26 bytes read, 174 more expected\)"),
+    ("GARBLE", "BadStatusLine"),
+])
+def test_broken_answers_are_retried_then_a_clear_token_error(kraken, step, reason):
+    # http.client raises these outside OSError: they must take the transient path too.
+    sleeps: list[float] = []
+    helper = _helper(kraken.url, sleep=sleeps.append, retries=2)
+    kraken.script = [step] * 3
+    with pytest.raises(TokenError, match=f"after 3 attempts: .*broken answer from "
+                                         f"http://127.0.0.1:\\d+: {reason}"):
+        helper.fresh()
+    assert len(kraken.requests) == 3 and len(sleeps) == 2
+    kraken.script = [step]
+    assert helper.fresh() == "tok0000"  # one broken answer, then a good one: just a retry
 
 
 def test_unreachable_server_is_a_transient_error():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -165,9 +166,16 @@ class PrivateClient:
         except urllib.error.HTTPError as e:
             try:
                 data = e.read()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 data = b""
             return e.code, data
+        except http.client.InvalidURL as e:
+            raise KrakenError(f"{path}: {self.rest_url} is not a usable URL: {e}") from None
+        except http.client.HTTPException as e:
+            # A truncated body (IncompleteRead), a garbled status line: the connection broke
+            # mid-answer, which is a network failure like any other.
+            raise TransientError(f"{path}: broken answer from {self.rest_url}: "
+                                 f"{_protocol_reason(e)}") from None
         except urllib.error.URLError as e:
             raise TransientError(f"{path}: cannot reach {self.rest_url}: "
                                  f"{_reason(e.reason)}") from None
@@ -192,6 +200,14 @@ class PrivateClient:
             raise KrakenError(f"{path}: unexpected answer from {self.rest_url} "
                               f"(HTTP {status}, {len(payload)} bytes)")
         return doc["result"]
+
+
+def _protocol_reason(e: http.client.HTTPException) -> str:
+    if isinstance(e, http.client.IncompleteRead):
+        expected = f", {e.expected} more expected" if e.expected is not None else ""
+        return f"truncated response ({len(e.partial)} bytes read{expected})"
+    # The class name only: BadStatusLine quotes the line it got, which is the server's text.
+    return type(e).__name__
 
 
 def _reason(reason: object) -> str:
