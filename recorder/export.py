@@ -101,22 +101,25 @@ def bars(ds: Dataset, interval: Any = "1m", symbols: Any = None, start: Any = No
 # -- Tardis layouts from SQL -----------------------------------------------------------------
 
 
-def _tardis_symbol(ds: Dataset, symbol_names: str) -> str:
-    """Tardis names Kraken instruments as Kraken's WebSocket v1 does (XBT/USD); ``native``
-    keeps ours (BTC/USD)."""
+# Tardis moved its Kraken capture from WS v1 to v2 on this date (tardis-node's
+# KRAKEN_V2_API_SWITCH_DATE) and names instruments as the API of the day does: XBT/USD
+# before it, BTC/USD from it on.
+TARDIS_KRAKEN_V2_SINCE = "2026-07-10"
+
+
+def _tardis_symbol(ds: Dataset, symbol_names: str, time_column: str = "ts_recv") -> str:
+    """The instrument name Tardis would give a row received at ``time_column`` (see
+    TARDIS_KRAKEN_V2_SINCE); ``canonical`` keeps ours (BTC/USD) throughout."""
     if symbol_names == "canonical":
         return "symbol"
     from recorder.kraken.pairs import v1_name
 
-    cases = []
-    for sym in ds.symbols():
-        try:
-            wire = v1_name(sym)
-        except Exception:  # noqa: BLE001 - an unknown pair keeps its own name
-            continue
-        if wire != sym:
-            cases.append(f"WHEN '{sym}' THEN '{wire}'")
-    return f"CASE symbol {' '.join(cases)} ELSE symbol END" if cases else "symbol"
+    cases = [f"WHEN '{sym}' THEN '{v1_name(sym)}'" for sym in ds.symbols()
+             if v1_name(sym) != sym]
+    if not cases:
+        return "symbol"
+    return (f"CASE WHEN {time_column} < TIMESTAMPTZ '{TARDIS_KRAKEN_V2_SINCE} 00:00:00+00' "
+            f"THEN (CASE symbol {' '.join(cases)} ELSE symbol END) ELSE symbol END")
 
 
 def tardis_trades_sql(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None,
@@ -368,7 +371,7 @@ def export(ds: Dataset, kind: str, out: Path | str, *, symbols: Any = None, star
         iv, levels = (None if interval in (None, "0", 0, "change") else interval), depth or 25
     else:
         iv, levels = None, 1
-    symbol_expr = _tardis_symbol(ds, symbol_names) if tardis else "symbol"
+    symbol_expr = _tardis_symbol(ds, symbol_names, "ts") if tardis else "symbol"
     schema = None
     for table in _rebuilt(ds, kind, syms, start_us, end_us, iv, levels, mode, progress):
         if kind == "quotes":

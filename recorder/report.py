@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import html
 import math
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,10 @@ from recorder.dataset import (
     to_arrow,
     to_datetime,
 )
+from recorder.schema import GAP_EVENT_KINDS
 
 LANE_TABLES = ("trades", "book", "spread", "ohlc", "ticker")
-GAP_KINDS = ("disconnected", "stale", "connect_failed")
+GAP_KINDS = GAP_EVENT_KINDS
 HOUR_US = 3_600_000_000
 MINUTE_US = 60_000_000
 _BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)  # seconds; the chart picks one
@@ -250,42 +249,63 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}td:first-child{{t
     path.write_text(page)
 
 
-def write_png(path: Path, cov: Coverage, lane_px: int = 12) -> None:
-    """The coverage heat map as a PNG (no text: one band per lane in the order of the HTML
-    chart, then the events band)."""
-    scale = max(1, 900 // max(cov.buckets, 1))
-    w = cov.buckets * scale
-    lanes = len(cov.lanes) + 1
-    h = lanes * lane_px
-    peak: dict[int, int] = {}
-    for (lane, _), n in cov.cells.items():
-        peak[lane] = max(peak.get(lane, 0), n)
-    gap_set, fail_set = set(cov.gaps), {k for _, k in cov.failures}
-    raw = bytearray()
-    for y in range(h):
-        lane, inner = divmod(y, lane_px)
-        raw.append(0)
-        for x in range(w):
-            k = x // scale
-            if inner >= lane_px - 2:
-                rgb = (255, 255, 255)
-            elif lane < len(cov.lanes):
-                rgb = _shade(cov.cells.get((lane, k), 0), peak.get(lane, 1))
-            elif k in gap_set:
-                rgb = (214, 39, 40)
-            elif k in fail_set:
-                rgb = (255, 127, 14)
-            else:
-                rgb = (236, 236, 236)
-            raw.extend(rgb)
+def write_png(path: Path, cov: Coverage) -> None:
+    """The coverage chart as a PNG, drawn with matplotlib (the optional ``report`` extra):
+    one row per lane (symbol x table) shaded by rows per column on a log scale, then the
+    events row (red: connection gap, orange: checksum mismatch), a UTC time axis and a
+    legend."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise DatasetError("--out .png needs matplotlib: pip install 'market-recorder[report]',"
+                           " or write a self-contained .html chart instead") from None
+    matplotlib.use("Agg")  # no screen; never pick an interactive backend
+    import matplotlib.colors as mcolors
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(bytes(raw), 9)) + chunk(b"IEND", b""))
-    path.write_bytes(png)
+    lanes = len(cov.lanes)
+    grid = np.zeros((lanes, cov.buckets))
+    for (lane, k), n in cov.cells.items():
+        grid[lane, k] = n
+    peak = grid.max(axis=1, keepdims=True)
+    # Shaded per lane, like the HTML chart: a quiet lane is not lost next to a busy one.
+    shade = np.where(grid > 0, np.log1p(grid) / np.log1p(np.maximum(peak, 1)), np.nan)
+    t0 = mdates.date2num(to_datetime(cov.start_us))
+    t1 = mdates.date2num(to_datetime(cov.start_us + cov.buckets * cov.bucket_us))
+    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.32 * (lanes + 1)), dpi=100)
+    try:
+        cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#ececec")
+        ax.imshow(shade, aspect="auto", cmap=cmap, norm=mcolors.Normalize(0, 1),
+                  extent=(t0, t1, lanes - 0.5, -0.5), interpolation="nearest")
+        width = (t1 - t0) / cov.buckets
+        ax.add_patch(plt.Rectangle((t0, lanes - 0.5), t1 - t0, 1, color="#ececec"))
+        for k in sorted(set(cov.gaps)):
+            ax.add_patch(plt.Rectangle((t0 + k * width, lanes - 0.45), max(width, (t1 - t0)
+                                       / 600), 0.9, color="#d62728"))
+        for _, k in cov.failures:
+            ax.add_patch(plt.Rectangle((t0 + k * width, lanes - 0.25), max(width, (t1 - t0)
+                                       / 600), 0.5, color="#ff7f0e"))
+        ax.set_ylim(lanes + 0.5, -0.5)
+        ax.set_yticks(range(lanes + 1), [f"{s} {t}" for s, t in cov.lanes] + ["events"])
+        ax.set_xlim(t0, t1)
+        ax.xaxis_date(tz="UTC")
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        ax.set_xlabel(f"UTC; one column = {cov.bucket_us // 1_000_000} s")
+        axes_inches = ax.get_position().height * fig.get_figheight()  # legend below the axis
+        ax.legend(handles=[Patch(color=matplotlib.colormaps["Blues"](0.8),
+                                 label="rows (log scale, per lane)"),
+                           Patch(color="#ececec", label="no rows"),
+                           Patch(color="#d62728", label="connection gap"),
+                           Patch(color="#ff7f0e", label="checksum mismatch")],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.62 / axes_inches),
+                  ncol=4, frameon=False, fontsize=8)
+        ax.set_title("Recording coverage", fontsize=10)
+        fig.savefig(path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def report(ds: Dataset, out: Path | None = None, symbols: Any = None, start: Any = None,

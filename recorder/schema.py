@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 # Bumped whenever a column is added or changes meaning; written into every Parquet file.
 SCHEMA_VERSION = 1
 
+# events.kind values that open a gap in the data: a connection that ended (a stale one ends
+# with "stale" then "disconnected", so only the latter counts) and a collector that died
+# and was restarted by the supervisor (it could write no "disconnected" of its own).
+GAP_EVENT_KINDS = ("disconnected", "collector_restarted")
+
 # Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
 # digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals.
 _DECIMALS = {"price": (18, 10), "qty": (22, 10), "wide": (28, 10)}

@@ -27,10 +27,10 @@ from typing import Any
 
 import typer
 
-from recorder.schema import TABLES
+from recorder.schema import GAP_EVENT_KINDS, TABLES
 
 # What counts as a gap in the data: the connection ended, or the process died.
-GAP_KINDS = ("disconnected", "collector_restarted")
+GAP_KINDS = GAP_EVENT_KINDS
 PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
                  "sink_backpressure", "value_unconvertible", "collector_failed")

@@ -104,15 +104,30 @@ def test_tardis_trades_reproduce_recorded_values(trades_dir: Path, tmp_path: Pat
     assert n == len(rows) == len(recorded)
     assert list(rows[0]) == ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side",
                              "price", "amount"]
-    names = {"BTC/USD": "XBT/USD", "ETH/USD": "ETH/USD"}
     for got, r in zip(rows, recorded, strict=True):
         sec, frac = r[2].split(".")
+        # November 2026: Tardis names Kraken's instruments as WS v2 does (BTC/USD).
         assert (got["exchange"], got["symbol"], int(got["timestamp"]),
                 int(got["local_timestamp"]), got["id"], got["side"]) == (
-            "kraken", names[r[1]], int(sec) * S + int(frac), r[3], str(r[7]), r[6])
+            "kraken", r[1], int(sec) * S + int(frac), r[3], str(r[7]), r[6])
         assert got["price"] == r[4].rstrip("0").rstrip(".")  # 62969.0 -> 62969
         assert Decimal(got["price"]) == Decimal(r[4])
         assert Decimal(got["amount"]) == Decimal(r[5])
+
+
+def test_tardis_symbols_follow_krakens_api_of_the_day(tmp_path: Path) -> None:
+    """Tardis captured Kraken's WS v1 (XBT/USD) until 2026-07-09 and v2 (BTC/USD) from
+    2026-07-10 on; an export across that day names each row as Tardis does."""
+    switch = 1_783_641_600 * S  # 2026-07-10 00:00:00 UTC
+    rows = [trade(sym, t, "60000.0", "0.5", "buy", i, tx=t - 10)
+            for i, (sym, t) in enumerate([("BTC/USD", switch - S), ("ETH/USD", switch - S),
+                                          ("BTC/USD", switch), ("BTC/USD", switch + S)])]
+    write(tmp_path / "d", {"trades": rows})
+    for names, expected in (("kraken", ["XBT/USD", "ETH/USD", "BTC/USD", "BTC/USD"]),
+                            ("canonical", ["BTC/USD", "ETH/USD", "BTC/USD", "BTC/USD"])):
+        out = tmp_path / f"{names}.csv"
+        export(open_dataset(tmp_path / "d"), "tardis-trades", out, symbol_names=names)
+        assert [r["symbol"] for r in csv.DictReader(out.open())] == expected
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +174,7 @@ def test_book_kinds_match_the_rebuilt_book(books_dir: Path, tmp_path: Path) -> N
                           "asks[0].price", "asks[0].amount", "bids[0].price", "bids[0].amount"]
     assert len(header) == 4 + 25 * 4 and header[-1] == "bids[24].amount"
     # Every change, the unverified one left out; levels exact, missing levels empty.
-    assert len(rows) == 6 and rows[0]["symbol"] == "XBT/USD"
+    assert len(rows) == 6 and rows[0]["symbol"] == "BTC/USD"
     assert (rows[1]["asks[0].price"], rows[1]["asks[0].amount"], rows[1]["asks[3].price"]) == (
         "100.5", "1", "")
     quotes = tmp_path / "q.csv"

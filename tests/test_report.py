@@ -24,9 +24,15 @@ def rec(tmp_path_factory) -> Path:
     trades += [trade("ETH/USD", T0 + m * M + 7, "10", "1", tid=m) for m in range(0, 120, 2)]
     book = [level(T0 + 30 * M, 1, "ask", "101", "1", True),
             level(T0 + 90 * M, 2, "ask", "101", "2", verified=False)]
-    events = [("kraken", T0 + 71 * M, "disconnected", None, None, "{}", 1),
+    events = [("kraken", T0 + 20 * M, "stale", None, None, "{}", 1),  # one gap, not three:
+              ("kraken", T0 + 20 * M + 1, "disconnected", None, None, "{}", 1),
+              ("kraken", T0 + 20 * M + 2, "connect_failed", None, None, "{}", 2),
+              ("kraken", T0 + 21 * M, "connected", None, None, "{}", 3),
+              ("kraken", T0 + 71 * M, "disconnected", None, None, "{}", 1),
               ("kraken", T0 + 79 * M, "connected", None, None, "{}", 2),
-              ("kraken", T0 + 90 * M, "checksum_mismatch", "BTC/USD", "book", "{}", 2)]
+              ("kraken", T0 + 90 * M, "checksum_mismatch", "BTC/USD", "book", "{}", 2),
+              # a crashed collector writes no "disconnected": the supervisor's restart counts
+              ("kraken", T0 + 100 * M, "collector_restarted", None, None, "{}", None)]
     write(root, {"trades": trades, "book": book, "events": events})
     return root
 
@@ -36,12 +42,12 @@ def test_hourly_table(rec: Path) -> None:
     h0, h1 = to_datetime(T0), to_datetime(T0 + HOUR)
     assert set(rows) == {("BTC/USD", h0), ("BTC/USD", h1), ("ETH/USD", h0), ("ETH/USD", h1)}
     b0, b1 = rows[("BTC/USD", h0)], rows[("BTC/USD", h1)]
-    assert (b0["rows_trades"], b0["rows_book"], b0["empty_minutes"], b0["gaps"]) == (60, 1, 0, 0)
+    assert (b0["rows_trades"], b0["rows_book"], b0["empty_minutes"], b0["gaps"]) == (60, 1, 0, 1)
     assert (b1["rows_trades"], b1["rows_book"], b1["empty_minutes"], b1["gaps"],
-            b1["checksum_failures"], b1["unverified_rows"]) == (50, 1, 10, 1, 1, 1)
+            b1["checksum_failures"], b1["unverified_rows"]) == (50, 1, 10, 2, 1, 1)
     e1 = rows[("ETH/USD", h1)]
     assert (e1["rows_trades"], e1["empty_minutes"], e1["gaps"], e1["checksum_failures"]) == (
-        30, 30, 1, 0)
+        30, 30, 2, 0)
 
 
 def test_html_and_png(rec: Path, tmp_path: Path) -> None:
@@ -55,7 +61,7 @@ def test_html_and_png(rec: Path, tmp_path: Path) -> None:
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert width >= 120 and height > 0
+    assert width >= 900 and height >= 150  # lanes, axis and legend, not a bare strip
 
 
 def test_report_command(rec: Path, tmp_path: Path) -> None:
