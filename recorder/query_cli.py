@@ -200,7 +200,8 @@ def export(
                                           "known wrong (verified = false): flag (book, "
                                           "quotes), skip (tardis-*), keep (incremental)."),
     symbol_names: str = typer.Option("kraken", "--symbol-names", help="tardis-*: kraken "
-                                     "(XBT/USD, like Tardis) or canonical (BTC/USD)."),
+                                     "(as Tardis: XBT/USD before 2026-07-10, BTC/USD from "
+                                     "then) or canonical (BTC/USD throughout)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress "
                                          "bar on stderr (default: when it is a terminal)."),
 ) -> None:
