@@ -298,8 +298,14 @@ def measure_duckdb(n: int) -> dict:
         date = time.strftime("%Y-%m-%d", time.gmtime((start_us / 1e6) + day * 86400))
         folder = root / "trades" / "exchange=kraken" / f"date={date}"
         folder.mkdir(parents=True, exist_ok=True)
-        with parquet_writer(folder / "bench.parquet", "trades") as w:
-            w.write_table(batch, row_group_size=100_000)
+        # Laid out as `recorder run` writes it: one file per hour (rotate = "1h"), row groups
+        # of at most 50,000 rows, the sink's own Parquet settings.
+        hour = ((ts - start_us) // 3_600_000_000) % 24
+        bounds = np.searchsorted(hour, np.arange(25))
+        for h in range(24):
+            part = batch.slice(bounds[h], bounds[h + 1] - bounds[h])
+            with parquet_writer(folder / f"bench-{h:02d}.parquet", "trades") as w:
+                w.write_table(part, row_group_size=50_000)
     con = connect(root)
     timings = {}
     queries = {
