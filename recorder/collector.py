@@ -31,6 +31,7 @@ from recorder.book import BookKeeper, Mismatch
 from recorder.config import Config
 from recorder.kraken import v1, v2
 from recorder.kraken.common import EXCHANGE, Subscription, detail, new_rows
+from recorder.resync import PendingResync, ResyncTracker
 from recorder.wsclient import ConnectionClosed, FrameReader, ProtocolError
 
 log = logging.getLogger("recorder.collector")
@@ -99,6 +100,8 @@ class Collector:
         self.rows = new_rows()
         self.books = BookKeeper()
         self.resyncs = 0
+        self.pending_resyncs = ResyncTracker(config.resync_timeout, config.resync_attempts,
+                                             config.backoff_initial, config.backoff_max)
         # `recorder status` reads this file to tell a connected collector from a stuck one
         # and to show the sink's trouble (a full disk) next to the data's age.
         self.heartbeat_path = heartbeat_path
@@ -166,6 +169,7 @@ class Collector:
         self._event("connected", detail(url=self.url, attempt=self.backoff.attempts))
         self._next_heartbeat = 0.0  # say so at the next flush, not up to 5 s later
         self.books.reset()
+        self.pending_resyncs.clear()
         reason = "closed"
         try:
             for req in requests:
@@ -218,6 +222,10 @@ class Collector:
                 if now - last_ping > ping_every:
                     ws.send(self.adapter.ping(int(now)))
                     last_ping = now
+                if self.pending_resyncs.pending:
+                    failed = self._drive_resyncs(ws, now)
+                    if failed:
+                        return failed
                 self._flush()
                 last_flush = now
                 continue
@@ -238,11 +246,7 @@ class Collector:
                         if mismatches:
                             self._resync(ws, mismatches, ts_recv)
                         if books.recovered:
-                            for symbol in books.recovered:
-                                rows["events"].append((EXCHANGE, ts_recv, "resynced", symbol,
-                                                       "book", detail(update_id=self.update_id),
-                                                       conn_id))
-                            books.recovered.clear()
+                            self._recovered(ts_recv)
                 except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError,
                         AttributeError) as e:
                     rows["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
@@ -263,12 +267,17 @@ class Collector:
                 elif kind == "resubscribe":
                     # e.g. a private sequence gap: a new subscription brings a new snapshot.
                     return f"resubscribe: {control.value}"
-                elif kind == "subscribe_error":
-                    log.warning("subscription refused: %s %s: %s", control.channel or "",
-                                control.symbol or "", control.value)
-                    if control.value and "Invalid session" in control.value:
-                        # The token was refused: reconnect, which fetches a fresh one.
-                        return "invalid session"
+                elif kind in ("subscribe_error", "error"):
+                    if kind == "subscribe_error":
+                        log.warning("subscription refused: %s %s: %s", control.channel or "",
+                                    control.symbol or "", control.value)
+                        if control.value and "Invalid session" in control.value:
+                            # The token was refused: reconnect, which fetches a fresh one.
+                            return "invalid session"
+                    # v1 refuses a rate-limited subscribe with a bare error naming the reqid.
+                    if self.pending_resyncs.pending:
+                        self._resync_refused(control.extra.get("reqid"), control.value,
+                                             ts_recv)
             if reader.close_frame is not None:
                 code, why = reader.close_frame
                 return f"closed by peer (code {code}{': ' + why if why else ''})"
@@ -281,6 +290,10 @@ class Collector:
                     return "stop requested"
                 if deadline and now >= deadline:
                     return "duration reached"
+                if self.pending_resyncs.pending:
+                    failed = self._drive_resyncs(ws, now)
+                    if failed:
+                        return failed
                 self._flush()
                 last_flush = now
                 if now - last_ping > ping_every:
@@ -289,6 +302,7 @@ class Collector:
 
     def _resync(self, ws: websocket.WebSocket, mismatches: list[Mismatch], ts_recv: int) -> None:
         """Fetch a fresh snapshot of each mismatched symbol only; the rest keeps flowing."""
+        now = time.monotonic()
         for m in mismatches:
             self.resyncs += 1
             self.rows["events"].append((EXCHANGE, ts_recv, "checksum_mismatch", m.symbol, "book",
@@ -297,11 +311,52 @@ class Collector:
                                         self.conn_id))
             log.warning("book checksum mismatch on %s (expected %d, computed %d): resyncing",
                         m.symbol, m.expected, m.computed)
-            self._reqid += 1
             depth = self.adapter.book_depths.get(m.symbol) or self.books.books[m.symbol].depth
-            if self.adapter.book_resync is not None:
-                for req in self.adapter.book_resync(m.symbol, depth, self._reqid):
-                    ws.send(req)
+            self.pending_resyncs.begin(m.symbol, depth, now)
+        self._drive_resyncs(ws, now)
+
+    def _drive_resyncs(self, ws: websocket.WebSocket, now: float) -> str | None:
+        """Send the resync requests whose time has come; a reason to reconnect when a
+        symbol has used up its attempts."""
+        tracker = self.pending_resyncs
+        for entry in tracker.due(now):
+            if tracker.exhausted(entry):
+                self._event("resync_failed", detail(attempts=entry.attempts, last=entry.why),
+                            entry.symbol, "book")
+                log.warning("no fresh %s book after %d resync attempts: reconnecting",
+                            entry.symbol, entry.attempts)
+                return f"resync of {entry.symbol} failed after {entry.attempts} attempts"
+            if entry.attempts:
+                self._event("resync_retry", detail(attempt=entry.attempts + 1, after=entry.why),
+                            entry.symbol, "book")
+            if self.adapter.book_resync is None:
+                continue
+            # Two ids: the unsubscribe's and the subscribe's (reqid + 1), which a refusal names.
+            self._reqid += 2
+            for req in self.adapter.book_resync(entry.symbol, entry.depth, self._reqid):
+                ws.send(req)
+            tracker.sent(entry, self._reqid + 1, now)
+        return None
+
+    def _resync_refused(self, reqid: int | None, why: str | None, ts_recv: int) -> None:
+        entry = self.pending_resyncs.refused(reqid, time.monotonic())
+        if entry is not None:
+            self.rows["events"].append((EXCHANGE, ts_recv, "resync_refused", entry.symbol,
+                                        "book", detail(attempt=entry.attempts, error=why,
+                                                       retry_in_s=round(entry.due
+                                                                        - time.monotonic(), 3)),
+                                        self.conn_id))
+
+    def _recovered(self, ts_recv: int) -> None:
+        """Books whose fresh snapshot just arrived: the resync is over."""
+        books = self.books
+        for symbol in books.recovered:
+            entry: PendingResync | None = self.pending_resyncs.done(symbol)
+            self.rows["events"].append((EXCHANGE, ts_recv, "resynced", symbol, "book",
+                                        detail(update_id=self.update_id,
+                                               attempts=entry.attempts if entry else None),
+                                        self.conn_id))
+        books.recovered.clear()
 
     # -- helpers ----------------------------------------------------------------------
 

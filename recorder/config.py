@@ -26,7 +26,8 @@ _SECTIONS = {
     "exchange": {"name", "api", "url", "auth_url", "rest_url"},
     "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval"},
     "credentials": {"api_key_env", "api_secret_env", "secrets_file"},
-    "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval"},
+    "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
+                   "resync_timeout", "resync_attempts"},
     "subscribe": {"channel", "symbols", "depth", "interval"},
 }
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
@@ -70,6 +71,8 @@ class Config:
     backoff_initial: float
     backoff_max: float
     ping_interval: float
+    resync_timeout: float = 10.0
+    resync_attempts: int = 5
     subscriptions: tuple[SubscriptionConfig, ...] = field(default_factory=tuple)
 
     @property
@@ -171,6 +174,9 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
         backoff_initial=v.number(conn, "connection.backoff_initial", 0.5, minimum=0.01),
         backoff_max=v.number(conn, "connection.backoff_max", 30.0, minimum=0.1),
         ping_interval=v.number(conn, "connection.ping_interval", 30.0, minimum=1),
+        resync_timeout=v.number(conn, "connection.resync_timeout", 10.0, minimum=0.5),
+        resync_attempts=int(v.number(conn, "connection.resync_attempts", 5, integer=True,
+                                     minimum=1)),
         subscriptions=subs,
     )
 

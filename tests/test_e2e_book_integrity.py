@@ -129,3 +129,85 @@ def test_corrupted_level_resyncs_only_that_symbol(tmp_path, api):
     trades = con.execute("SELECT count(*) FROM trades WHERE symbol = 'ETH/USD' AND "
                          "epoch_us(ts_recv) > ?", [armed_us]).fetchone()[0]
     assert trades > 0
+
+
+def _book_events(con, symbol: str) -> list[tuple[str, dict]]:
+    rows = con.execute("SELECT kind, detail FROM events WHERE symbol = ? AND kind IN "
+                       "('checksum_mismatch', 'resync_refused', 'resync_retry', "
+                       "'resync_failed', 'resynced') ORDER BY ts_recv, kind", [symbol]
+                       ).fetchall()
+    return [(k, json.loads(d)) for k, d in rows]
+
+
+def _record_with_fault(tmp_path, api: str, connection: str, rejects: int, seconds: float):
+    data = tmp_path / "data"
+    with SimulatorProcess(["--seed", "12", "--rate", "400"]) as sim:
+        subs = ('[[subscribe]]\nchannel = "book"\nsymbols = ["BTC/USD", "ETH/USD"]\n'
+                'depth = 10\n\n[[subscribe]]\nchannel = "trade"\n'
+                'symbols = ["BTC/USD", "ETH/USD"]\n')
+        cfg = write_config(tmp_path, "c.toml", api, sim.urls[f"ws_{api}"], subs,
+                           extra=f"[connection]\n{connection}")
+        proc = start_recorder(cfg, data)
+        try:
+            time.sleep(2.5)
+            armed_us = time.time_ns() // 1000
+            # The resubscribe of the resync is refused ("Exceeded msg rate") `rejects` times.
+            sim.control.reject_subscribes(rejects)
+            sim.control.corrupt_book("BTC/USD")
+            time.sleep(seconds)
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, proc.stderr.read()
+    return db(data), armed_us
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_refused_resync_is_retried_with_backoff_until_the_snapshot_arrives(tmp_path, api):
+    con, armed_us = _record_with_fault(tmp_path, api, "backoff_initial = 0.2\n"
+                                       "backoff_max = 0.5\n", rejects=2, seconds=3.5)
+    events = _book_events(con, "BTC/USD")
+    assert [k for k, _ in events] == ["checksum_mismatch", "resync_refused", "resync_retry",
+                                      "resync_refused", "resync_retry", "resynced"]
+    assert [d["attempt"] for k, d in events if k == "resync_retry"] == [2, 3]
+    assert all(d["after"] == "refused" for k, d in events if k == "resync_retry")
+    assert all("Exceeded msg rate" in d["error"] and 0.2 <= d["retry_in_s"] + 0.05
+               and d["retry_in_s"] <= 0.5 for k, d in events if k == "resync_refused")
+    assert events[-1][1]["attempts"] == 3
+    # No reconnect: the other symbol never noticed.
+    assert con.execute("SELECT count(*) FROM events WHERE kind = 'connected'").fetchone()[0] == 1
+    bad_update = events[0][1]["update_id"]
+    snap = con.execute("SELECT min(update_id) FROM book WHERE symbol = 'BTC/USD' AND "
+                       "is_snapshot AND update_id > ?", [bad_update]).fetchone()[0]
+    assert snap is not None
+    assert con.execute("SELECT bool_and(verified = false) FROM book WHERE symbol = 'BTC/USD' "
+                       "AND update_id >= ? AND update_id < ?", [bad_update, snap]
+                       ).fetchone()[0]
+    after = con.execute("SELECT count(DISTINCT update_id), bool_and(verified) FROM book "
+                        "WHERE symbol = 'BTC/USD' AND update_id > ?", [snap]).fetchone()
+    assert after[0] > 0 and after[1]
+    eth = con.execute("SELECT count(DISTINCT update_id) FILTER (WHERE is_snapshot), "
+                      "bool_and(verified), count(*) FILTER (WHERE epoch_us(ts_recv) > ?) "
+                      "FROM book WHERE symbol = 'ETH/USD'", [armed_us]).fetchone()
+    assert eth[:2] == (1, True) and eth[2] > 0
+
+
+def test_resync_that_never_completes_ends_in_a_reconnect(tmp_path):
+    con, _ = _record_with_fault(tmp_path, "v2", "backoff_initial = 0.2\nbackoff_max = 0.5\n"
+                                "resync_attempts = 2\n", rejects=2, seconds=4)
+    events = _book_events(con, "BTC/USD")
+    assert [k for k, _ in events] == ["checksum_mismatch", "resync_refused", "resync_retry",
+                                      "resync_refused", "resync_failed"]
+    assert events[-1][1] == {"attempts": 2, "last": "refused"}
+    reasons = [json.loads(d)["reason"] for (d,) in con.execute(
+        "SELECT detail FROM events WHERE kind = 'disconnected'").fetchall()]
+    assert reasons == ["resync of BTC/USD failed after 2 attempts"]
+    assert con.execute("SELECT count(*) FROM events WHERE kind = 'connected'").fetchone()[0] == 2
+    # The new connection brought fresh snapshots of both books, and they verify.
+    failed_at = con.execute("SELECT max(ts_recv) FROM events WHERE kind = 'resync_failed'"
+                            ).fetchone()[0]
+    for sym in ("BTC/USD", "ETH/USD"):
+        snaps, ok = con.execute(
+            "SELECT count(DISTINCT update_id) FILTER (WHERE is_snapshot), "
+            "bool_and(verified) FILTER (WHERE NOT is_snapshot) FROM book "
+            "WHERE symbol = ? AND ts_recv > ?", [sym, failed_at]).fetchone()
+        assert snaps == 1 and ok, sym

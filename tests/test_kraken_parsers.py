@@ -195,6 +195,34 @@ def test_errors_become_events_not_exceptions():
     assert json.loads(out["events"][0][5])["error"] == "Currency pair not supported XBT/USD"
 
 
+def test_refusals_name_the_request_they_answer():
+    """A rate-limited resubscribe is matched to its resync only by the request id."""
+    _, controls = _parse_all(v1, ['{"errorMessage":"Exceeded msg rate","event":"error",'
+                                  '"reqid":42}',
+                                  '{"errorMessage":"Subscription Not Found","event":'
+                                  '"subscriptionStatus","pair":"XBT/USD","status":"error",'
+                                  '"reqid":41,"subscription":{"depth":10,"name":"book"}}'])
+    assert [(c.kind, c.extra["reqid"]) for c in controls] == [("error", 42),
+                                                               ("subscribe_error", 41)]
+    _, controls = _parse_all(v2, ['{"error":"Exceeded msg rate","method":"subscribe",'
+                                  '"req_id":7,"success":false}'])
+    assert (controls[0].kind, controls[0].extra["reqid"]) == ("subscribe_error", 7)
+
+
+@pytest.mark.parametrize("mod,method,rid", [(v1, "event", "reqid"), (v2, "method", "req_id")])
+def test_book_resync_is_an_unsubscribe_and_a_subscribe_with_their_own_ids(mod, method, rid):
+    reqs = [json.loads(r) for r in mod.book_resync_requests("BTC/USD", 25, 100)]
+    assert [(r[method], r[rid]) for r in reqs] == [("unsubscribe", 100), ("subscribe", 101)]
+    for r in reqs:
+        if mod is v1:
+            assert r["pair"] == ["XBT/USD"] and r["subscription"] == {"name": "book",
+                                                                      "depth": 25}
+        else:
+            assert r["params"]["symbol"] == ["BTC/USD"] and r["params"]["depth"] == 25
+    if mod is v2:
+        assert reqs[1]["params"]["snapshot"] is True
+
+
 def test_status_connection_id_above_2_63():
     out, controls = _parse_all(v1, ['{"connectionID":18239578009413566319,"event":'
                                     '"systemStatus","status":"online","version":"1.8.3"}'])

@@ -45,11 +45,14 @@ def subscribe_requests(sub: Subscription, reqid: int) -> list[str]:
 
 
 def book_resync_requests(symbol: str, depth: int, reqid: int) -> list[str]:
-    """Unsubscribe and resubscribe one pair's book: Kraken answers with a fresh snapshot."""
-    body = {"pair": [v1_name(symbol)], "subscription": {"name": "book", "depth": depth},
-            "reqid": reqid}
-    return [msgspec.json.encode({"event": event, **body}).decode()
-            for event in ("unsubscribe", "subscribe")]
+    """Unsubscribe and resubscribe one pair's book: Kraken answers with a fresh snapshot.
+
+    The subscribe carries ``reqid + 1``, so a refusal of the subscribe is told apart from
+    a reply to the unsubscribe (e.g. "Subscription Not Found" on a retry)."""
+    sub = {"name": "book", "depth": depth}
+    return [msgspec.json.encode({"event": event, "pair": [v1_name(symbol)],
+                                 "subscription": sub, "reqid": reqid + i}).decode()
+            for i, event in enumerate(("unsubscribe", "subscribe"))]
 
 
 def ping_request(reqid: int) -> str:
@@ -169,7 +172,8 @@ def _event(msg: dict, ts_recv: int, out: dict[str, list[tuple]]) -> Control | No
             events.append((EXCHANGE, ts_recv, "subscribe_error", symbol, channel,
                            detail(error=err, reqid=msg.get("reqid"),
                                   depth=sub.get("depth"), interval=sub.get("interval")), None))
-            return Control("subscribe_error", err, channel, symbol)
+            return Control("subscribe_error", err, channel, symbol,
+                           {"reqid": msg.get("reqid")})
         kind = "subscribed" if status == "subscribed" else "unsubscribed"
         events.append((EXCHANGE, ts_recv, kind, symbol, channel,
                        detail(channel_name=msg.get("channelName"),
@@ -179,7 +183,8 @@ def _event(msg: dict, ts_recv: int, out: dict[str, list[tuple]]) -> Control | No
         err = msg.get("errorMessage")
         events.append((EXCHANGE, ts_recv, "error", None, None,
                        detail(error=err, reqid=msg.get("reqid")), None))
-        return Control("error", err)
+        # e.g. "Exceeded msg rate": Kraken names no channel, only the request's reqid.
+        return Control("error", err, extra={"reqid": msg.get("reqid")})
     events.append((EXCHANGE, ts_recv, "unknown_event", None, None,
                    detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
     return None

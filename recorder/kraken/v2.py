@@ -65,10 +65,14 @@ def subscribe_requests(sub: Subscription, req_id: int) -> list[str]:
 
 
 def book_resync_requests(symbol: str, depth: int, req_id: int) -> list[str]:
-    """Unsubscribe and resubscribe one symbol's book: Kraken answers with a fresh snapshot."""
+    """Unsubscribe and resubscribe one symbol's book: Kraken answers with a fresh snapshot.
+
+    The subscribe carries ``req_id + 1``: Kraken names the method "subscribe" even in its
+    error reply to an unsubscribe, so only the id tells a refused subscribe apart."""
     return [msgspec.json.encode({"method": method, "params": {
-        "channel": "book", "symbol": [symbol], "depth": depth, **extra}, "req_id": req_id}
-    ).decode() for method, extra in (("unsubscribe", {}), ("subscribe", {"snapshot": True}))]
+        "channel": "book", "symbol": [symbol], "depth": depth, **extra}, "req_id": req_id + i}
+    ).decode() for i, (method, extra) in enumerate((("unsubscribe", {}),
+                                                   ("subscribe", {"snapshot": True})))]
 
 
 def ping_request(req_id: int) -> str:
@@ -186,4 +190,5 @@ def _method_reply(msg: dict, method: str, ts_recv: int,
     out["events"].append((EXCHANGE, ts_recv, "subscribe_error" if method in (
         "subscribe", "unsubscribe") else "error", symbol, channel,
         detail(error=err, method=method, req_id=msg.get("req_id")), None))
-    return Control("subscribe_error" if method == "subscribe" else "error", err, channel, symbol)
+    return Control("subscribe_error" if method == "subscribe" else "error", err, channel, symbol,
+                   {"reqid": msg.get("req_id")})

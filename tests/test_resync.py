@@ -1,0 +1,99 @@
+"""Resyncs that do not complete are retried (timeout or refusal) and, in the end, reconnect."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from recorder.book import Mismatch
+from recorder.collector import Collector, make_public_adapter
+from recorder.config import load_config
+from recorder.resync import ResyncTracker
+
+
+def _tracker(**kw) -> ResyncTracker:
+    args = dict(timeout=10.0, attempts=3, backoff_initial=0.5, backoff_max=4.0,
+                rng=random.Random(1))
+    args.update(kw)
+    return ResyncTracker(**args)
+
+
+def test_a_resync_without_snapshot_is_sent_again_after_the_timeout():
+    t = _tracker()
+    entry = t.begin("BTC/USD", 10, now=100.0)
+    assert t.due(100.0) == [entry] and entry.why == "mismatch"
+    t.sent(entry, reqid=7, now=100.0)
+    assert t.due(109.9) == []
+    assert t.due(110.0) == [entry] and entry.why == "timeout" and entry.reqid is None
+    assert not t.exhausted(entry)
+
+
+def test_a_refusal_retries_after_a_jittered_capped_backoff():
+    t = _tracker()
+    entry = t.begin("BTC/USD", 10, now=0.0)
+    t.sent(entry, reqid=7, now=0.0)
+    assert t.refused(99, now=1.0) is None, "a reply to another request changes nothing"
+    assert t.refused(None, now=1.0) is None
+    assert t.refused(7, now=1.0) is entry and entry.why == "refused"
+    assert entry.due == 1.5, "the first retry waits the initial delay"
+    assert t.due(1.4) == []
+    assert t.due(entry.due) == [entry] and entry.why == "refused"
+    t.sent(entry, reqid=9, now=entry.due)
+    assert t.refused(7, now=3.0) is None, "the refusal of an earlier attempt is stale"
+    delays = []
+    for reqid in range(10, 20):
+        now = entry.due
+        t.sent(entry, reqid, now)
+        t.refused(reqid, now)
+        delays.append(entry.due - now)
+    assert all(0.5 <= d <= 4.0 for d in delays) and max(delays) > 2.0
+
+
+def test_attempts_are_bounded_and_a_snapshot_ends_the_resync():
+    t = _tracker(attempts=2)
+    entry = t.begin("BTC/USD", 10, now=0.0)
+    for n, now in enumerate((0.0, 10.0), 1):
+        assert t.due(now) == [entry] and not t.exhausted(entry)
+        t.sent(entry, reqid=n, now=now)
+    assert t.due(20.0) == [entry] and t.exhausted(entry)
+    assert t.begin("BTC/USD", 10, now=20.0) is entry, "a second mismatch joins the first"
+    assert t.done("BTC/USD") is entry and t.pending == {}
+    assert t.done("BTC/USD") is None
+    t.begin("ETH/USD", 10, now=0.0)
+    t.clear()
+    assert t.pending == {}
+
+
+class _FakeWS:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+
+def test_collector_resends_a_silent_resync_then_reconnects(tmp_path):
+    """The path the simulator cannot force: Kraken never answers the resubscribe."""
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[exchange]\nname = "kraken"\napi = "v2"\n'
+                        '[connection]\nresync_timeout = 2\nresync_attempts = 2\n'
+                        '[[subscribe]]\nchannel = "book"\nsymbols = ["BTC/USD"]\ndepth = 25\n')
+    cfg = load_config(cfg_path)
+    collector = Collector(cfg, sink=None, adapter=make_public_adapter(cfg))
+    ws = _FakeWS()
+    collector._resync(ws, [Mismatch("BTC/USD", 1, 2, 5)], ts_recv=1)
+    assert [(m["method"], m["params"]["symbol"], m["params"]["depth"]) for m in ws.sent] == [
+        ("unsubscribe", ["BTC/USD"], 25), ("subscribe", ["BTC/USD"], 25)]
+    assert ws.sent[1]["req_id"] == ws.sent[0]["req_id"] + 1
+    started = collector.pending_resyncs.pending["BTC/USD"].due - 2
+    assert collector._drive_resyncs(ws, started + 1.9) is None and len(ws.sent) == 2
+    assert collector._drive_resyncs(ws, started + 2.0) is None and len(ws.sent) == 4
+    assert ws.sent[2]["req_id"] > ws.sent[1]["req_id"]
+    reason = collector._drive_resyncs(ws, started + 4.0)
+    assert reason == "resync of BTC/USD failed after 2 attempts"
+    events = [(e[2], e[3], json.loads(e[5])) for e in collector.rows["events"]]
+    assert [(k, s) for k, s, _ in events] == [("checksum_mismatch", "BTC/USD"),
+                                              ("resync_retry", "BTC/USD"),
+                                              ("resync_failed", "BTC/USD")]
+    assert events[1][2] == {"attempt": 2, "after": "timeout"}
+    assert events[2][2] == {"attempts": 2, "last": "timeout"}
