@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from recorder.kraken.pairs import Pair
 
-from .market import PairMarket, TradeEvent, v1_ts
+from .market import PairMarket, Trade, TradeEvent, v1_ts
 from .numbers import fmt_fixed
 from .wire import iso
 
@@ -95,10 +95,14 @@ class Account:
         return first + parts[0][1:] + "-" + parts[1] + "-" + parts[2]
 
     def on_trades(self, ev: TradeEvent) -> Update | None:
+        return self.on_trade(ev.pm.pair, ev.trades[0])
+
+    def on_trade(self, pair: Pair, t: Trade) -> Update | None:
+        """Maybe fill the demo account as the maker of ``t`` (one chance per trade message)."""
         if self.fill_rate <= 0 or self.rng.random() >= self.fill_rate:
             return None
-        t = ev.trades[0]
-        pair = ev.pm.pair
+        for asset in (pair.base, pair.quote):  # a replayed pair the synthetic market lacks
+            self.balances.setdefault(asset, 1000 * 10**BALANCE_DECIMALS)
         side = "sell" if t.side == "b" else "buy"  # we were the resting maker
         order = Order(self._id("O"), pair, side, t.price, t.qty, t.time, status="closed")
         shift = pair.price_decimals + pair.qty_decimals - COST_DECIMALS

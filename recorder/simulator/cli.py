@@ -136,6 +136,7 @@ def _config(**o: object) -> SimConfig:
         base64.b64decode(str(o["api_secret"]), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError("--api-secret must be base64") from None
+    corrupt_symbol = parse_pairs(str(o["corrupt_symbol"]), "--corrupt-symbol")[0]
     rules: list[Rule] = []
     if o["drop_after_messages"] is not None or o["drop_after_seconds"] is not None:
         rules.append(Rule("drop", mode=str(o["drop_mode"]),
@@ -152,7 +153,7 @@ def _config(**o: object) -> SimConfig:
         rules.append(Rule("malformed", after_messages=o["malformed_after_messages"]))
     if o["corrupt_book_after_messages"] is not None:
         rules.append(Rule("corrupt_book", after_messages=o["corrupt_book_after_messages"],
-                          symbol=parse_pairs(str(o["corrupt_symbol"]))[0]))
+                          symbol=corrupt_symbol))
     replay = o["replay"]
     if replay is not None:
         path = Path(str(replay))

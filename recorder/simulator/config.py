@@ -53,16 +53,16 @@ def parse_speed(text: str) -> float:
     return value
 
 
-def parse_pairs(text: str) -> list[str]:
+def parse_pairs(text: str, flag: str = "--pairs") -> list[str]:
     out = []
     for name in (p.strip() for p in text.split(",")):
         if not name:
             continue
         pair = find_pair(name)
         if pair is None:
-            raise ConfigError(f"--pairs: unknown pair {name!r}")
+            raise ConfigError(f"{flag}: unknown pair {name!r}")
         if pair.symbol not in out:
             out.append(pair.symbol)
     if not out:
-        raise ConfigError("--pairs: give at least one pair, e.g. BTC/USD,ETH/USD")
+        raise ConfigError(f"{flag}: give at least one pair, e.g. BTC/USD,ETH/USD")
     return out

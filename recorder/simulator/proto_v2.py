@@ -101,7 +101,9 @@ def _public(
             _error(s, method, "Subscription depth not supported", req_id, time_in)
             return
     if channel == "ohlc":
-        interval = params.get("interval")
+        # Optional in the v2 docs (no default written there); v1 documents 1, clients that
+        # omit it get one-minute candles, and so do they here.
+        interval = params.get("interval", 1)
         if interval not in INTERVALS or isinstance(interval, bool):
             _error(s, method, "Subscription interval not supported", req_id, time_in)
             return

@@ -35,6 +35,10 @@ class CaptureError(ValueError):
     pass
 
 
+NOT_A_CAPTURE = "expected cryptofeed KRAKEN.ws lines, ndjson frames, a python-kraken-sdk " \
+    "fixture or the recorder's raw Parquet"
+
+
 @dataclass(slots=True)
 class Captured:
     t: float
@@ -91,6 +95,8 @@ def _read(path: Path) -> tuple[str, list[tuple[float | None, str]]]:
         return "parquet", _read_parquet(path)
     text = path.read_text(encoding="utf-8")
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if not first:
+        raise CaptureError(f"replay file {path} is empty")
     if _CRYPTOFEED_CLIENT.match(first) or _CRYPTOFEED_LINE.match(first):
         return "cryptofeed", _read_cryptofeed(text)
     try:
@@ -100,10 +106,13 @@ def _read(path: Path) -> tuple[str, list[tuple[float | None, str]]]:
         one_per_line = False
     if one_per_line and not first.strip().startswith('{"init"'):
         return "ndjson", [(None, ln) for ln in text.splitlines() if ln.strip()]
-    doc = json.loads(text, parse_float=Decimal)
+    try:
+        doc = json.loads(text, parse_float=Decimal)
+    except ValueError:
+        raise CaptureError(f"replay file {path} is not a capture: {NOT_A_CAPTURE}") from None
     if isinstance(doc, dict) and "updates" in doc:
         return "python-kraken-sdk", _read_sdk(doc)
-    raise CaptureError(f"unrecognised replay format: {path}")
+    raise CaptureError(f"replay file {path} is not a capture: {NOT_A_CAPTURE}")
 
 
 def _read_cryptofeed(text: str) -> list[tuple[float | None, str]]:
@@ -142,10 +151,18 @@ def _dump(obj: object, fmt: tuple[int, int] | None = None, field_name: str = "")
 
 
 def _read_parquet(path: Path) -> list[tuple[float | None, str]]:
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    table = ds.dataset(str(path), format="parquet").to_table(columns=["ts_recv", "frame"])
+    try:
+        table = ds.dataset(str(path), format="parquet").to_table(columns=["ts_recv", "frame"])
+    except (pa.ArrowException, OSError, ValueError):
+        # pyarrow's messages run over several lines and name its internals
+        raise CaptureError(
+            f"replay {'directory' if path.is_dir() else 'file'} {path} holds no Parquet files "
+            "of the recorder's raw table (columns ts_recv and frame)"
+        ) from None
     table = table.take(pc.sort_indices(table, sort_keys=[("ts_recv", "ascending")]))
     ts = pc.cast(pc.cast(table.column("ts_recv"), "int64"), "int64").to_pylist()
     frames = table.column("frame").to_pylist()

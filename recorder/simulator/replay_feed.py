@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import fastpath
 from .channels import Sub
+from .replay_faults import corrupt_frame, trade_of
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -50,26 +51,77 @@ async def _run(sim: Simulator, s: Session) -> None:
     if sim.cfg.max_speed:
         await asyncio.sleep(MAX_SPEED_GRACE)
         keys = _keys(s)
-        chosen = [(f.frame, f.channel) for f in frames if f.key in keys]
-        await fastpath.pump(s, fastpath.Blob.build(chosen), repeat=False)
+        chosen = [f for f in frames if f.key in keys]
+        blob = fastpath.Blob.build([(f.frame, f.channel) for f in chosen])
+        await fastpath.pump(s, blob, lambda sym, first: corrupt_frame(chosen, first, sym))
     else:
         loop = asyncio.get_running_loop()
         start = loop.time()
         base = frames[0].t if frames else 0.0
         keys = _keys(s)
-        for f in frames:
+        swap: tuple[int, bytes] | None = None
+        for i, f in enumerate(frames):
             due = start + (f.t - base) / speed
             delay = due - loop.time()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
                 keys = _keys(s)
+            if sim.paused:  # the capture's clock stops for the maintenance
+                t0 = loop.time()
+                while sim.paused and not s.closed:
+                    await asyncio.sleep(0.05)
+                start += loop.time() - t0
             while s.stalled and not s.closed:
                 await asyncio.sleep(0.05)
             if s.closed:
                 return
-            if f.key in keys:
+            if f.key not in keys:
+                continue
+            if s.corrupt and swap is None and f.key[1] in s.corrupt and f.channel == "book":
+                where = [j for j, g in enumerate(frames) if g.key == f.key]
+                hit = corrupt_frame([frames[j] for j in where], where.index(i), f.key[1])
+                if hit is not None:
+                    s.corrupt.discard(f.key[1])
+                    swap = (where[hit[0]], hit[1])
+            if swap is not None and swap[0] == i:
+                s.send(swap[1], f.channel)
+                swap = None
+            else:
                 s.send(f.frame, f.channel)
     if not s.closed:
         s.replay_done = True
         sim.stats.replay_finished += 1
         log.info("conn %s: replay of %s finished", s.conn_id, sim.capture.path.name)
+
+
+async def drive_fills(sim: Simulator) -> None:
+    """The capture's trades fill the demo account, from the first private subscription on, at
+    the recorded pace divided by --speed (back to back with --speed max), once through."""
+    streams = [st for st in (sim.capture.v2, sim.capture.v1) if st is not None]
+    trades = next(([f for f in st.frames if f.channel == "trade"] for st in streams
+                   if any(f.channel == "trade" for f in st.frames)), [])
+    if not trades:
+        log.info("replay: the capture has no trades, the demo account stays still")
+        return
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    base = trades[0].t
+    for n, f in enumerate(trades):
+        if sim.cfg.max_speed:
+            await asyncio.sleep(0)
+        else:
+            delay = start + (f.t - base) / sim.cfg.speed - loop.time()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+        if sim.paused:
+            t0 = loop.time()
+            while sim.paused:
+                await asyncio.sleep(0.05)
+            start += loop.time() - t0
+        got = trade_of(f, n + 1)
+        if got is not None:
+            update = sim.account.on_trade(*got)
+            if update is not None:
+                sim.publish_private(update)
+    log.info("replay: the capture's %d trades have been offered to the demo account",
+             len(trades))

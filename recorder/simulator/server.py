@@ -25,7 +25,7 @@ from .account import Account, Update
 from .channels import ChannelIds, Sub, event_frame, render_event, snapshot_texts
 from .config import SimConfig
 from .faults import STATUSES, FaultError, FaultState, Rule, parse_rule
-from .market import BookEvent, Event, Market, TradeEvent
+from .market import BookEvent, Event, Market, TradeEvent, apply_undo
 from .replay import Capture
 from .rest import RestApi, RestServer
 from .session import PrivSub, Session
@@ -70,12 +70,18 @@ class Simulator:
                     self.chan_ids.preset(name, wsname, cid)
         self.sessions: set[Session] = set()
         self.status = "online"
+        self.fill_task: asyncio.Task | None = None
         self.stats = Stats()
         self.conn_rng = random.Random()
         self.proto_v1 = proto_v1.handle
         self.proto_v2 = proto_v2.handle
 
     # -- what is served ---------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """The market stands still in maintenance (Kraken's other statuses only limit trading)."""
+        return self.status == "maintenance"
 
     def serves(self, symbol: str, version: int) -> bool:
         if self.capture is not None:
@@ -152,13 +158,12 @@ class Simulator:
                     if frame is not None:
                         s.send(frame, sub.channel)
             if isinstance(ev, TradeEvent):
-                update = self.account.on_trades(ev)
-                if update is not None:
-                    self.publish_private(update)
+                self.fill(ev)
 
     # -- private channels -------------------------------------------------------------------
 
     def private_snapshot(self, s: Session, ps: PrivSub, snapshot: bool) -> None:
+        self._start_fills()
         a = self.account
         if ps.name == "ownTrades":
             if snapshot:
@@ -181,6 +186,45 @@ class Simulator:
         elif ps.name == "balances" and snapshot:
             s.send_text(acct.v2_frame("balances", "snapshot", acct.v2_balance_snapshot(a),
                                       ps.next_seq()), "balances")
+
+    def _start_fills(self) -> None:
+        """Where publish() does not run, trades reach the demo account another way."""
+        if self.fill_task is not None:
+            return
+        if self.capture is not None:
+            self.fill_task = asyncio.create_task(replay_feed.drive_fills(self))
+        elif self.cfg.max_speed:
+            self.fill_task = asyncio.create_task(self.account_loop())
+        else:
+            return
+        self.fill_task.add_done_callback(_log_crash)
+
+    def fill(self, trades: TradeEvent) -> None:
+        update = self.account.on_trades(trades)
+        if update is not None:
+            self.publish_private(update)
+
+    async def account_loop(self) -> None:
+        """--speed max: the public streams are pre-built loops, so the demo account trades on
+        a clock of its own, --rate market steps per second while a private subscription
+        exists. Each step's book changes are undone at once: the books stay where every
+        looped cycle expects them."""
+        tick = 0.05
+        budget = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            if self.paused or not any(s.priv and not s.closed for s in self.sessions):
+                continue
+            budget += self.cfg.rate * tick
+            while budget >= 1.0:
+                budget -= 1.0
+                events = self.market.step()
+                for ev in reversed(events):
+                    if isinstance(ev, BookEvent):
+                        apply_undo(ev, ev.time)
+                for ev in events:
+                    if isinstance(ev, TradeEvent):
+                        self.fill(ev)
 
     def publish_private(self, u: Update) -> None:
         for s in self.sessions:
@@ -297,7 +341,7 @@ class Simulator:
             await asyncio.sleep(max(0.0, next_t - loop.time()))
             if loop.time() - next_t > 1.0:  # the loop was blocked: do not burst to catch up
                 next_t = loop.time()
-            if self.status != "online":
+            if self.paused:
                 continue
             budget += rate * tick
             while budget >= 1.0:
@@ -350,7 +394,7 @@ async def serve_forever(cfg: SimConfig, capture: Capture | None = None) -> None:
         t.add_done_callback(_log_crash)
     await stop.wait()
     log.info("stopping")
-    for t in tasks:
+    for t in tasks + ([sim.fill_task] if sim.fill_task else []):
         t.cancel()
     ws_server.close(close_connections=False)
     for s in list(sim.sessions):
