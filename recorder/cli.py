@@ -110,6 +110,9 @@ def collect(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """One collector process (what `run` starts per connection)."""
+    from recorder.lean_imports import keep_out
+
+    keep_out()
     # A SIGTERM during start-up (journal recovery can take seconds) must not kill the
     # process half-way: remember it, and stop as soon as the collector exists.
     _early_stop.clear()

@@ -1,0 +1,33 @@
+"""Keep optional heavy packages out of a process that never uses them.
+
+pyarrow imports pandas, when it is installed, the first time it converts a Python object
+(``pa.array(list)``, ``pa.scalar(...)``: its pandas shim checks whether the object is a
+pandas one). A collector converts Python lists all day and never needs pandas, yet would
+carry its ~40 MB of RSS for the whole capture. Refusing the import makes pyarrow (and DuckDB,
+which the private stream's de-duplication uses) treat pandas as not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+from collections.abc import Sequence
+
+COLLECTOR_UNNEEDED = ("pandas",)
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is kept out of this process", name=fullname)
+        return None
+
+
+def keep_out(names: Sequence[str] = COLLECTOR_UNNEEDED) -> None:
+    """Make ``import name`` fail in this process (for names not imported yet)."""
+    names = [n for n in names if n not in sys.modules]
+    if names and not any(isinstance(f, _Refuse) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Refuse(names))
