@@ -128,12 +128,16 @@ def collect(
 def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
              url: str | None) -> int:
     from recorder.collector import Collector, make_public_adapter
-    from sinks.parquet_sink import ParquetSink, SinkError
+    from recorder.supervisor import TEMPFAIL_EXIT
+    from sinks.parquet_sink import ParquetSink, SinkError, SinkUnavailable, is_transient
 
     root = data or cfg.output_path
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if is_transient(e):  # e.g. no room for the directory entry: space may come back
+            fail(f"cannot create the data directory {root} for now: {e.strerror} (disk "
+                 "full?); the supervisor retries", TEMPFAIL_EXIT)
         fail(f"cannot create the data directory {root}: {e.strerror}")
     if not os.access(root, os.W_OK):
         fail(f"the data directory {root} is not writable")
@@ -152,7 +156,9 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
                            journal_interval=cfg.journal_interval,
                            max_queued_rows=_MAX_QUEUED_ROWS, row_group_rows=_ROW_GROUP_ROWS,
                            source=f"{cfg.name}-{role}-{os.getpid()}")
-    except SinkError as e:  # e.g. a full or read-only disk at start-up: one line, exit 2
+    except SinkUnavailable as e:  # a full disk at start-up: the supervisor retries (75)
+        fail(f"{e}; the supervisor retries", TEMPFAIL_EXIT)
+    except SinkError as e:  # e.g. a read-only or unusable data directory: one line, exit 2
         fail(str(e))
     heartbeat = root / ".status" / f"{cfg.name}-{role}.collector.json"
     collector = Collector(cfg, sink, adapter, duration=duration, heartbeat_path=heartbeat)

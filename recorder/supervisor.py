@@ -5,10 +5,16 @@ only watches:
 
 - a collector that exits abnormally (a non-zero code, or a signal the supervisor did not
   send) is restarted after a capped exponential backoff with jitter; the delay resets once
-  a collector has run for ``reset_after`` seconds. Each restart is an ``events`` row
-  ``collector_restarted`` (written by the supervisor into the job's data directory) with
-  the previous exit status and the moment it was noticed, so the hole in the data is
-  listed as a gap like any disconnect;
+  a collector has run for ``reset_after`` seconds. Each outage becomes one ``events`` row
+  ``collector_restarted`` (written by the supervisor into the job's data directory),
+  stamped with the moment the dead collector's exit was noticed, with its exit status and
+  ``down_s`` up to the start of the collector that took over, so the hole in the data is
+  listed as a gap like any disconnect. The row is written once the new collector is known
+  to have started (past ``startup_grace``, or when it exits other than with 75), and
+  retried until it is stored: a full disk delays it, it does not lose it;
+- exit code 75 (``TEMPFAIL_EXIT``: the data directory cannot be written *for now*, e.g.
+  the disk is full) means "try again later": restarted with the same backoff, for as long
+  as it takes, without counting as a start-up failure. Recording resumes when space returns;
 - exit code 2 means "cannot work with this config" (a config mistake, refused
   credentials, an unwritable data directory: ``fail()`` in cli.py). Restarting cannot help,
   so the supervisor records ``collector_failed``, stops the other collectors (they finish
@@ -48,6 +54,7 @@ log = logging.getLogger("recorder.supervisor")
 
 STATUS_DIR = ".status"
 PERMANENT_EXIT = 2  # cli.fail(): a mistake that restarting cannot fix
+TEMPFAIL_EXIT = 75  # sysexits EX_TEMPFAIL: the data directory is full/unwritable for now
 _POLL = 0.1
 
 CommandFn = Callable[[Config, str, "float | None"], list[str]]
@@ -97,6 +104,11 @@ class Child:
     previous_pid: int | None = None
     ever_up: bool = False
     startup_failures: int = 0
+    # The outage in progress: the exit of the collector that was recording (what the
+    # collector_restarted row describes), and starts refused with TEMPFAIL_EXIT since.
+    outage: dict[str, Any] | None = None
+    tempfails: int = 0
+    restart_pending: bool = False  # a collector_restarted row waits for a confirmed start
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -136,6 +148,7 @@ class Supervisor:
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self._event_threads: list[threading.Thread] = []
+        self._finished = threading.Event()  # ends the retries of events not stored yet
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -154,8 +167,9 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._kill_leftovers()
+            self._finished.set()  # each event thread makes one last attempt
             for t in self._event_threads:
-                t.join(5.0)
+                t.join(10.0)
         return self.exit_code
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -181,6 +195,7 @@ class Supervisor:
                         child.ever_up = True
                         child.startup_failures = 0
                         self._set_state(child, "running")
+                        self._confirm_restart(child)
                     if (child.backoff.attempts and now - child.started >= self.reset_after):
                         child.backoff.reset()
                     continue
@@ -238,15 +253,30 @@ class Supervisor:
         if child.restarts:
             log.warning("%s: restarted, pid %d (restart %d; previous pid %s %s)", child.name,
                         child.pid, child.restarts, child.previous_pid, child.last_exit)
-            self._record_event(child, "collector_restarted", {
-                "collector": child.key, "config": str(child.config.path), "role": child.role,
-                "previous_pid": child.previous_pid, "exit": child.last_exit,
-                "exit_code": child.last_exit_code, "pid": child.pid,
-                "restarts": child.restarts,
-                "down_s": round(child.started_at - (child.last_exit_at or child.started_at), 3),
-            }, ts=child.last_exit_at)
+            child.restart_pending = child.outage is not None
         else:
             log.info("%s: started, pid %d", child.name, child.pid)
+
+    def _confirm_restart(self, child: Child) -> None:
+        """The collector that took over has started: the outage is over, record it."""
+        outage = child.outage
+        if not child.restart_pending or outage is None:
+            return
+        child.restart_pending = False
+        child.outage = None
+        detail = {
+            "collector": child.key, "config": str(child.config.path), "role": child.role,
+            "previous_pid": outage["pid"], "exit": outage["exit"],
+            "exit_code": outage["exit_code"], "pid": child.pid, "restarts": child.restarts,
+            "down_s": round(max(0.0, child.started_at - outage["at"]), 3),
+            **_subscriptions(child.config, child.role),
+        }
+        if child.tempfails:
+            detail["failed_starts"] = child.tempfails
+            detail["failed_start_reason"] = ("data directory not writable for now (exit code "
+                                             f"{TEMPFAIL_EXIT}: disk full or I/O error)")
+        child.tempfails = 0
+        self._record_event(child, "collector_restarted", detail, ts=outage["at"])
 
     def _exited(self, child: Child, code: int, now: float) -> None:
         uptime = now - child.started
@@ -255,6 +285,8 @@ class Supervisor:
         child.last_exit_code = code
         child.last_exit = describe_exit(code)
         child.last_exit_at = time.time()
+        if code != TEMPFAIL_EXIT:
+            self._confirm_restart(child)  # it ran (it opened its data directory)
         ours = self.stopping and code in (0, -signal.SIGTERM, -signal.SIGINT)
         if ours or code == 0:
             log.info("%s: pid %d stopped (%s) after %.1f s", child.name, child.previous_pid,
@@ -267,6 +299,12 @@ class Supervisor:
             self.exit_code = self.exit_code or 1
             self._set_state(child, "stopped")
             return
+        if code == TEMPFAIL_EXIT:
+            self._retry_later(child, now)
+            return
+        if child.outage is None:  # this collector was recording: an outage starts
+            child.outage = {"pid": child.previous_pid, "exit": child.last_exit,
+                            "exit_code": code, "at": child.last_exit_at}
         if code == PERMANENT_EXIT:
             log.error("%s: the collector cannot run (%s, see its error above); not "
                       "restarting it", child.name, child.last_exit)
@@ -296,6 +334,24 @@ class Supervisor:
         log.warning("%s: pid %d ended with %s after %.1f s; restarting in %.1f s",
                     child.name, child.previous_pid, child.last_exit, uptime, delay)
         self._set_state(child, "backoff", restart_in_s=round(delay, 3))
+
+    def _retry_later(self, child: Child, now: float) -> None:
+        """The collector could not open its data directory for now (a full disk): retry
+        with backoff for as long as it takes; this is not a start-up failure."""
+        child.tempfails += 1
+        delay = child.backoff.next_delay()
+        if self._past_deadline(now + delay):
+            log.error("%s: the data directory still cannot be written (disk full?); the "
+                      "duration is over", child.name)
+            self._set_state(child, "stopped")
+            return
+        child.restarts += 1
+        child.restart_at = now + delay
+        log.error("%s: pid %d cannot write its data directory for now (exit code %d: disk "
+                  "full or I/O error, see its error above); retrying in %.1f s (attempt %d)",
+                  child.name, child.previous_pid, TEMPFAIL_EXIT, delay, child.tempfails)
+        self._set_state(child, "backoff", restart_in_s=round(delay, 3),
+                        reason="the data directory cannot be written for now (disk full?)")
 
     def _failed(self, child: Child, reason: str) -> None:
         child.restart_at = None
@@ -360,10 +416,32 @@ class Supervisor:
                       ts: float | None = None) -> None:
         if not self.record_events:
             return
-        t = threading.Thread(target=record_event, name=f"event-{kind}", daemon=True,
-                             args=(child.root, kind, detail, ts))
+        self._event_threads = [t for t in self._event_threads if t.is_alive()]
+        t = threading.Thread(target=self._record_until_stored, name=f"event-{kind}",
+                             daemon=True, args=(child.root, kind, detail, ts))
         t.start()
         self._event_threads.append(t)
+
+    def _record_until_stored(self, root: Path, kind: str, detail: dict,
+                             ts: float | None) -> None:
+        """A gap that is not in ``events`` is a silent loss: retry (a full disk) until
+        stored, and once more when the supervisor ends."""
+        delay = 1.0
+        while not record_event(root, kind, detail, ts):
+            if self._finished.is_set():
+                log.error("the %s event for %s was not stored: %s", kind, root,
+                          json.dumps(detail))
+                return
+            self._finished.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _subscriptions(config: Config, role: str) -> dict[str, list[str]]:
+    """What the gap covers. The row's symbol and channel stay NULL (like ``disconnected``:
+    the whole connection), the detail lists them."""
+    subs = config.private_subscriptions if role == "private" else config.public_subscriptions
+    return {"channels": sorted({s.channel for s in subs}),
+            "symbols": sorted({sym for s in subs for sym in s.symbols})}
 
 
 def write_state(root: Path, key: str, payload: dict) -> None:
@@ -393,8 +471,8 @@ def read_states(root: Path) -> list[dict]:
 
 
 def record_event(root: Path, kind: str, detail: dict, ts: float | None = None) -> bool:
-    """Store one ``events`` row in ``root`` (its own small Parquet file). Best effort: a
-    data directory that cannot be written is logged, not raised."""
+    """Store one ``events`` row in ``root`` (its own small Parquet file). True once it is
+    durable; a data directory that cannot be written is logged, not raised (False)."""
     try:
         from sinks.parquet_sink import ParquetSink
         from sinks.reporting import event_row
@@ -406,7 +484,11 @@ def record_event(root: Path, kind: str, detail: dict, ts: float | None = None) -
                            journal_interval=0.2)
         ts_us = int((ts or time.time()) * 1_000_000)
         sink.write("events", [event_row("kraken", ts_us, kind, detail)])
-        return sink.close(timeout=5.0)
+        if sink.close(timeout=5.0):
+            return True
+        # Journaled but not published: the next collector start recovers it. Writing it
+        # again would list the gap twice.
+        return sink.stats()["rows_journaled"].get("events", 0) >= 1
     except Exception as e:  # noqa: BLE001 - an event must never take the supervisor down
         log.error("cannot record the %s event in %s: %s", kind, root, e)
         return False

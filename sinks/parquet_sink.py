@@ -12,6 +12,7 @@ See docs/storage.md.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from recorder.schema import TABLES
 from sinks.finalize import Recovery, recover
+from sinks.incidents import IncidentFile, take_abandoned
 from sinks.layout import check_name, journal_dir, safe_token
-from sinks.publisher import Publisher
+from sinks.publisher import MAX_WAITING, Publisher
 from sinks.reporting import OnProblem, Reporter
 from sinks.row_queue import RowQueue
 from sinks.stats import Stats
@@ -35,6 +37,25 @@ log = logging.getLogger("sinks")
 
 class SinkError(OSError):
     """The sink cannot do its job at all (for example: the data directory is read-only)."""
+
+
+class SinkUnavailable(SinkError):
+    """The data directory cannot be written *for now*: the disk or quota is full, or an I/O
+    error that may pass. Retrying later can succeed (``recorder collect`` exits 75 and the
+    supervisor retries with backoff), unlike a plain ``SinkError``."""
+
+
+# Conditions that can pass without anyone changing the configuration. Anything else at
+# start-up (EACCES, EPERM, EROFS, ENOTDIR, ENOENT...) needs a human: a permanent error.
+TRANSIENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EAGAIN, errno.EINTR,
+    errno.ENOMEM, errno.EBUSY, errno.ESTALE, errno.ETIMEDOUT, errno.ENOBUFS, errno.EMFILE,
+    errno.ENFILE,
+})  # fmt: skip
+
+
+def is_transient(e: OSError) -> bool:
+    return e.errno in TRANSIENT_ERRNOS
 
 
 class ParquetSink:
@@ -55,11 +76,14 @@ class ParquetSink:
         late_seconds: float = 2.0,
         retry_interval: float = 1.0,
         recover_on_start: bool = True,
+        max_publish_waiting: int = MAX_WAITING,
     ) -> None:
         """``source`` names this writer in file names (default ``<host>-<pid>``).
         ``max_queued_rows`` bounds the rows waiting for the writer thread (about 400 B each
         as Python tuples); ``flush_rows`` is the size of the chunks handed to it.
-        ``late_seconds``: how long after its window ends a file waits for late rows."""
+        ``late_seconds``: how long after its window ends a file waits for late rows.
+        ``max_publish_waiting``: retired files waiting for the publisher before the writer
+        blocks (back-pressure)."""
         if rotate_seconds <= 0 or journal_interval <= 0 or max_file_bytes <= 0:
             raise ValueError("rotate_seconds, journal_interval and max_file_bytes must be > 0")
         if row_group_rows <= 0 or max_queued_rows <= 0 or flush_rows <= 0:
@@ -70,17 +94,20 @@ class ParquetSink:
         self._clock = clock
         self._interval = journal_interval
         self._flush_rows = flush_rows
-        self._probe_writable()
+        self._incidents = self._probe_writable()
 
         self.stats_ = Stats()
         self.reporter = Reporter(self.exchange, on_problem, clock)
+        self._report_incidents(self.source, self._incidents.inherited)
         self.recovery: Recovery | None = None
         if recover_on_start:
             self.recovery = recover(self.root, row_group_rows=row_group_rows)
             self._report_recovery(self.recovery)
+            for source, incidents in take_abandoned(self.root):
+                self._report_incidents(source, incidents)
         self._queue = RowQueue(max_queued_rows)
         self._publisher = Publisher(self.root, row_group_rows, self.reporter, self.stats_,
-                                    retry_interval)
+                                    retry_interval, max_publish_waiting)
         config = WriterConfig(
             root=self.root, exchange=self.exchange, source=self.source,
             rotate_us=max(1, round(rotate_seconds * 1_000_000)),
@@ -89,7 +116,8 @@ class ParquetSink:
             max_file_bytes=max_file_bytes,
             journal_interval=journal_interval, retry_interval=retry_interval,
         )  # fmt: skip
-        self._writer = Writer(config, self._queue, self.reporter, self._publisher, self.stats_)
+        self._writer = Writer(config, self._queue, self.reporter, self._publisher, self.stats_,
+                              self._incidents)
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple]] = {}
         self._last_flush = clock()
@@ -147,7 +175,10 @@ class ParquetSink:
         not journaled yet are lost and reported. True if everything was finished."""
         if self._closed:
             return not self._writer.is_alive() and not self._publisher.is_alive()
-        self._flush_pending()
+        try:
+            self._flush_pending()
+        except SinkError:
+            pass  # the writer died: its incident says so; finish what can be finished
         self._closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -155,15 +186,25 @@ class ParquetSink:
         except TimeoutError:
             pass
         self._writer.join(_left(deadline))
+        if self._writer.died:  # it never passed the stop on: nothing else will
+            self._publisher.put(("stop", self._clock()))
         self._publisher.join(_left(deadline))
         if self._writer.is_alive() or self._publisher.is_alive():
             self._publisher.abandon.set()
-            lost = self._not_journaled()
-            self.reporter.problem(
-                "sink_close_incomplete",
-                {"rows_not_journaled": lost, "error": self.stats_.write_error},
-                level=logging.ERROR, event=False)
+            detail = {"rows_not_journaled": self._not_journaled(),
+                      "error": self.stats_.write_error}
+            # Nothing can store an events row now: the incident file carries it to the
+            # next start, which stores it (stamped now).
+            self.reporter.problem("sink_close_incomplete", detail, level=logging.ERROR,
+                                  event=False)
+            self._incidents.record("close_incomplete", "sink_close_incomplete", detail,
+                                   self._now_us())
+            self._incidents.release()
             return False
+        if self._writer.died:
+            self._incidents.release()  # its sink_writer_died incident is for the next start
+            return False
+        self._incidents.remove()
         return True
 
     def stats(self) -> dict:
@@ -178,6 +219,7 @@ class ParquetSink:
             "files_publishing": self._publisher.waiting,
             "pending_rows": self._not_journaled(),
             "queued_rows": self._queue.rows,
+            "backlog_rows": self._writer.backlog_rows,
             "bytes_journal": self._writer.open_bytes,
             "bytes_written": s.bytes_written,
             "blocked_seconds": round(s.blocked_seconds, 3),
@@ -223,22 +265,29 @@ class ParquetSink:
         s = self.stats_
         return max(0, sum(s.received_total().values()) - sum(dict(s.journaled).values()))
 
-    def _probe_writable(self) -> None:
-        """Fail now, with the path in the message, rather than at the first rotation."""
-        probe = journal_dir(self.root) / f".probe-{self.source}"
+    def _probe_writable(self) -> IncidentFile:
+        """Fail now, with the path in the message, rather than at the first rotation. The
+        probe is the incident file itself (created, filled, fsynced). A full disk or quota
+        is ``SinkUnavailable`` (retry later), anything else ``SinkError``."""
         try:
             journal_dir(self.root).mkdir(parents=True, exist_ok=True)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, b"ok")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            probe.unlink()
+            return IncidentFile(self.root, self.source)
         except OSError as e:
             where = e.filename or self.root
-            raise SinkError(f"cannot write to the data directory {self.root}: "
-                            f"{e.strerror or e} ({where})") from e
+            what = f"{e.strerror or e} ({where})"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise SinkUnavailable(f"the data directory {self.root} is full (disk "
+                                      f"full): {what}") from e
+            if is_transient(e):
+                raise SinkUnavailable(f"cannot write to the data directory {self.root} "
+                                      f"for now: {what}") from e
+            raise SinkError(f"cannot write to the data directory {self.root}: {what}") from e
+
+    def _report_incidents(self, source: str, incidents: list) -> None:
+        """Store what a process that is gone could not: its losses become events rows."""
+        for i in incidents:
+            detail = {**i.detail, "source": source, "reported": "at the next start"}
+            self.reporter.problem(i.kind, detail, level=logging.WARNING, ts_us=i.ts_us)
 
     def _report_recovery(self, rec: Recovery) -> None:
         for f in rec.finalized:

@@ -3,6 +3,11 @@
 It runs apart from the writer so that compressing an hour of data never delays the
 journaling of new rows. A failure leaves the segment in place (its rows are durable) and is
 retried with backoff; abandoning it (at a timed-out close) leaves it to the next recovery.
+
+Its queue is bounded (``MAX_WAITING``): when that many segments wait (a publish failing
+for a long time), ``put`` blocks the writer thread, which then takes no rows, so the
+sink's bounded queue pushes back on the collector. Each waiting segment costs an open file
+descriptor and a few hundred bytes: its rows are on disk already.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from sinks.reporting import Reporter
 from sinks.stats import Stats
 
 MAX_RETRY_SECONDS = 30.0
+MAX_WAITING = 64  # retired segments (and control items) waiting to be published
 
 
 class Publisher(threading.Thread):
     def __init__(self, root: Path, row_group_rows: int, reporter: Reporter, stats: Stats,
-                 retry_interval: float = 1.0) -> None:
+                 retry_interval: float = 1.0, max_waiting: int = MAX_WAITING) -> None:
         super().__init__(name="sink-publisher", daemon=True)
         self.root = root
         self.row_group_rows = row_group_rows
@@ -32,11 +38,12 @@ class Publisher(threading.Thread):
         self.stats = stats
         self.retry_interval = retry_interval
         self.abandon = threading.Event()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_waiting)
         self.waiting = 0  # segments queued or being published
         self._lock = threading.Lock()
 
     def put(self, item: SegmentWriter | tuple) -> None:
+        """Queue a segment or a control item; blocks while ``max_waiting`` items wait."""
         if isinstance(item, SegmentWriter):
             with self._lock:
                 self.waiting += 1
@@ -48,6 +55,10 @@ class Publisher(threading.Thread):
             if isinstance(item, SegmentWriter):
                 try:
                     self._publish(item)
+                except Exception as e:  # noqa: BLE001 - a dead publisher would block the writer
+                    self.reporter.problem("parquet_finalize_failed",
+                                          {"segment": str(item.path), "error": repr(e)},
+                                          level=logging.ERROR)
                 finally:
                     item.release()
                     with self._lock:

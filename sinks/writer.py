@@ -3,6 +3,12 @@
 Everything slow or fallible happens here, never in ``ParquetSink.write``. When the disk
 refuses a write, this thread stops taking rows (the bounded queue then pushes back on the
 collector), keeps what it holds, and retries until the disk accepts it again.
+
+Memory held here is bounded by that rule: ``_backlog`` (converted batches not yet in a
+segment) is non-empty only after a failed write, and then no new inbox item is taken until
+it has drained, so it holds at most one inbox chunk (``flush_rows``) plus the sink's own
+event rows (bounded by the Reporter). Unsynced journal bytes are synced at
+``max_unsynced_bytes``; retired segments wait in the Publisher's bounded queue.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import pyarrow.compute as pc
 
 from recorder.schema import TABLES, column_index
 from sinks.convert import Problem, rows_to_batch
+from sinks.incidents import IncidentFile
 from sinks.journal import SegmentInfo, SegmentWriter
 from sinks.layout import day_of, partition_dir, window_of
 from sinks.publisher import Publisher
@@ -44,13 +51,16 @@ class WriterConfig:
 
 class Writer(threading.Thread):
     def __init__(self, cfg: WriterConfig, inbox: RowQueue, reporter: Reporter,
-                 publisher: Publisher, stats: Stats) -> None:
+                 publisher: Publisher, stats: Stats,
+                 incidents: IncidentFile | None = None) -> None:
         super().__init__(name="sink-writer", daemon=True)
         self.cfg = cfg
         self.inbox = inbox
         self.reporter = reporter
         self.publisher = publisher
         self.stats = stats
+        self.incidents = incidents  # problems the next start must report if we die
+        self.died = False
         self._open: dict[tuple[str, int], SegmentWriter] = {}
         self._seq = 0
         # Converted batches not yet in a segment, oldest first: (table, window start, batch).
@@ -75,8 +85,15 @@ class Writer(threading.Thread):
                 if self._handle(item):
                     return
         except BaseException as e:
-            self.reporter.problem("sink_writer_died", {"error": repr(e)}, level=logging.CRITICAL,
+            self.died = True
+            # No thread is left to store an events row: the incident file carries it to
+            # the next start. Rows still held here and in the queue are lost.
+            detail = {"error": repr(e), "rows_held": self.backlog_rows + self.inbox.rows}
+            self.reporter.problem("sink_writer_died", detail, level=logging.CRITICAL,
                                   event=False)
+            if self.incidents is not None:
+                self.incidents.record("writer_died", "sink_writer_died", detail,
+                                      int(self.reporter.clock() * 1_000_000))
             raise
 
     def _handle(self, item: tuple | None) -> bool:
@@ -141,10 +158,9 @@ class Writer(threading.Thread):
             )
 
     def _store_events(self) -> None:
-        events = self.reporter.events
-        if not events:
+        rows = self.reporter.take()
+        if not rows:
             return
-        rows = [events.popleft() for _ in range(len(events))]
         self.stats.own_events += len(rows)
         batch, problems = rows_to_batch("events", rows)
         for p in problems:
@@ -233,6 +249,10 @@ class Writer(threading.Thread):
             self._sync_all()
 
     @property
+    def backlog_rows(self) -> int:
+        return sum(b.num_rows for _, _, b in list(self._backlog))
+
+    @property
     def open_bytes(self) -> int:
         return sum(s.size for s in list(self._open.values()))
 
@@ -248,8 +268,11 @@ class Writer(threading.Thread):
         if self._failing_since is None:
             self._failing_since = now
             self._last_error_report = now
-            self.reporter.problem("sink_write_error", {"error": self.stats.write_error},
-                                  level=logging.ERROR)
+            detail = {"error": self.stats.write_error}
+            self.reporter.problem("sink_write_error", detail, level=logging.ERROR)
+            if self.incidents is not None:  # the row above may never reach the disk
+                self.incidents.record("write_error", "sink_write_error", detail,
+                                      int(self.reporter.clock() * 1_000_000))
         elif now - self._last_error_report >= 60:
             self._last_error_report = now
             log.error("sink still cannot write (%.0f s): %s", now - self._failing_since,
@@ -266,6 +289,8 @@ class Writer(threading.Thread):
         seconds = time.monotonic() - (self._failing_since or time.monotonic())
         self._failing_since = None
         self.stats.write_error = None
+        if self.incidents is not None:  # its events row is durable now (synced above)
+            self.incidents.clear("write_error")
         self.reporter.problem("sink_write_resumed", {"after_s": round(seconds, 3)},
                               level=logging.WARNING)
         return True
