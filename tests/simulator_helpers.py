@@ -150,3 +150,42 @@ class Client:
             self.ws.close(timeout=0.5)
         except Exception:
             pass
+
+
+def book_check(books: dict[str, ClientBook], version: int, msg: object) -> bool | None:
+    """The checksum result of a book update in either version; None for anything else."""
+    if version == 1:
+        if isinstance(msg, list) and str(msg[-2]).startswith("book-"):
+            return v1_book_message(books, msg)
+        return None
+    if isinstance(msg, dict) and msg.get("channel") == "book":
+        if msg["type"] == "snapshot":
+            v2_book_message(books, msg)
+            return None
+        return v2_book_message(books, msg)
+    return None
+
+
+def is_market_data(msg: object) -> bool:
+    """A public data frame (not status, heartbeat, ack or pong)."""
+    if isinstance(msg, list):
+        return True
+    return isinstance(msg, dict) and msg.get("channel") in ("book", "trade", "ticker", "ohlc",
+                                                            "spread")
+
+
+def subscribe_book(c: Client, version: int, symbols: list[str], depth: int = 10) -> None:
+    """``symbols`` in v2 names; v1 gets the wsnames."""
+    if version == 1:
+        pairs = ["XBT" + s[3:] if s.startswith("BTC/") else s for s in symbols]
+        c.send({"event": "subscribe", "pair": pairs,
+                "subscription": {"name": "book", "depth": depth}})
+    else:
+        c.send({"method": "subscribe", "params": {"channel": "book", "depth": depth,
+                                                  "symbol": symbols}})
+
+
+def new_books(version: int, symbols: list[str], depth: int = 10) -> dict[str, ClientBook]:
+    names = [("XBT" + s[3:] if s.startswith("BTC/") else s) if version == 1 else s
+             for s in symbols]
+    return {n: ClientBook(depth) for n in names}

@@ -1,7 +1,8 @@
 """The book checksums the simulator emits verify with an independent, wire-text implementation.
 
-At least 10,000 updates each at depths 10 and 1000 in both API versions (--speed max, which
-loops the market and so also proves the loop keeps the book coherent), plus the real-time path.
+At least 10,000 distinct updates each at depths 10 and 1000 in both API versions (--speed max,
+which loops the market: the reading goes on into the next lap, which proves the loop keeps the
+book coherent, but only distinct frames count), plus the real-time path.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ import pytest
 
 from recorder.simulator.checksum import book_checksum
 from recorder.simulator.testing import SimulatorProcess
-from tests.simulator_helpers import DATA, Client, ClientBook, v1_book_message, v2_book_message
+from tests.simulator_helpers import (
+    DATA,
+    Client,
+    ClientBook,
+    loads_exact,
+    v1_book_message,
+    v2_book_message,
+)
 
 UPDATES = 10_000
+# Reading stops here if a lap held fewer than UPDATES distinct updates (the test then fails).
+MAX_FRAMES = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +58,18 @@ def test_v1_checksums(fast_sim, depth):
     with Client(fast_sim.urls["ws_v1"]) as c:
         c.send({"event": "subscribe", "pair": ["XBT/USD", "ETH/USD"],
                 "subscription": {"name": "book", "depth": depth}})
-        while sum(b.checked for b in books.values()) < UPDATES:
-            msg = c.recv()
+        distinct: set[str] = set()
+        frames = repeats = 0
+        while (len(distinct) < UPDATES or repeats < 2000) and frames < MAX_FRAMES:
+            raw = c.ws.recv()
+            msg = loads_exact(raw)
             if isinstance(msg, list):
+                frames += 1
                 assert msg[-2] == f"book-{depth}"
                 ok = v1_book_message(books, msg)
+                if ok is not None:
+                    repeats += raw in distinct
+                    distinct.add(raw)
                 if ok is None:
                     snapshots += 1
                     assert books[msg[-1]].size("a") == depth
@@ -61,6 +78,8 @@ def test_v1_checksums(fast_sim, depth):
                     assert ok, msg
                     republished += any(len(lv) == 4 for part in msg[1:-2]
                                        for side in ("a", "b") for lv in part.get(side, []))
+    assert len(distinct) >= UPDATES, f"only {len(distinct)} distinct updates"
+    assert repeats >= 2000  # and on into the next lap, whose checksums verify too
     assert snapshots == 2
     assert republished > 0  # levels entering the window are flagged "r"
     assert all(b.failed == 0 for b in books.values())
@@ -72,10 +91,24 @@ def test_v2_checksums(fast_sim, depth):
     with Client(fast_sim.urls["ws_v2"]) as c:
         c.send({"method": "subscribe", "params": {"channel": "book", "depth": depth,
                                                   "symbol": ["BTC/USD", "ETH/USD"]}})
-        while sum(b.checked for b in books.values()) < UPDATES + 2:
-            msg = c.recv()
+        distinct: set[str] = set()
+        frames = snapshots = repeats = 0
+        while (len(distinct) < UPDATES or repeats < 2000) and frames < MAX_FRAMES:
+            raw = c.ws.recv()
+            msg = loads_exact(raw)
             if isinstance(msg, dict) and msg.get("channel") == "book":
+                frames += 1
                 assert v2_book_message(books, msg), msg
+                if msg["type"] == "snapshot":
+                    snapshots += 1
+                    d = msg["data"][0]
+                    assert len(d["bids"]) == len(d["asks"]) == depth
+                else:
+                    repeats += raw in distinct
+                    distinct.add(raw)
+    assert len(distinct) >= UPDATES, f"only {len(distinct)} distinct updates"
+    assert repeats >= 2000
+    assert snapshots == 2
     assert all(b.failed == 0 for b in books.values())
 
 
