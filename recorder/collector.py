@@ -72,7 +72,8 @@ def make_public_adapter(config: Config, url: str | None = None,
     depths = {sym: s.depth or 10 for s in subs if s.channel == "book" for sym in s.symbols}
     if mod is v2:
         bbo = frozenset(sym for s in subs if s.channel == "spread" for sym in s.symbols)
-        parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths)
+        channels = {reqid_base + i: sub.channel for i, sub in enumerate(subs)}
+        parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths, req_channels=channels)
     else:
         parse = v1.parse
     return Adapter(url or config.url, mod.decode, parse, lambda: list(requests),

@@ -11,9 +11,13 @@ from decimal import Decimal
 import pyarrow.parquet as pq
 import pytest
 
+from recorder.schema import TABLES, arrow_schema
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA, flashbook_frames
 from tests.e2e import all_files, db, run_recorder, start_recorder, stop, write_config
+
+CRYPTOFEED_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF",
+                    "OCEAN/XBT", "OMG/USD", "XBT/CHF", "ADA/XBT"]
 
 PAIRS = '["BTC/USD", "ETH/USD"]'
 
@@ -46,30 +50,85 @@ EXPECTED_TYPES = {
 }
 
 
-def _check_types(con, table: str) -> None:
-    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+TABLES_RECORDED = ("trades", "book", "spread", "ohlc", "ticker", "events", "raw")
+
+# Columns the API never fills (ts_exchange: v1 tickers carry no time). Every other column
+# must be non-null in every row, except those in SOMETIMES_NULL, whose rule is tested apart.
+ALWAYS_NULL = {
+    "v1": {"trades": {"trade_id"}, "ticker": {"ts_exchange", "change", "change_pct"}},
+    "v2": {"trades": {"misc"},
+           "ticker": {"last_qty", "volume_today", "vwap_today", "low_today", "high_today",
+                      "open", "open_today", "trades_today"}},
+}
+SOMETIMES_NULL = {
+    "v1": {"trades": {"misc"}, "book": {"checksum", "verified"}},
+    "v2": {},
+}
+# Connection-level events (connected, status, stopped...) concern no symbol or channel.
+EVENTS_SOMETIMES_NULL = {"symbol", "channel"}
+
+
+def _schema_types(con, table: str) -> list[tuple[str, str]]:
+    """The columns of ``recorder.schema.arrow_schema(table)`` as DuckDB types them."""
+    rel = con.from_arrow(arrow_schema(table).empty_table())
+    return list(zip(rel.columns, map(str, rel.types), strict=True))
+
+
+def _described(con, relation: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {relation}").fetchall()]
+
+
+def _check_types(con, data, table: str) -> None:
+    expected = _schema_types(con, table)
+    # The view adds the Hive partition date; the files themselves hold exactly the schema.
+    assert _described(con, table) == [*expected, ("date", "DATE")], table
+    files = str(data / table / "**" / "*.parquet")
+    on_disk = f"SELECT * FROM read_parquet('{files}', hive_partitioning = false)"
+    assert _described(con, on_disk) == expected, table
     for col, typ in EXPECTED_TYPES.get(table, {}).items():
-        assert types[col] == typ, (table, col, types[col])
+        assert dict(expected + [("date", "DATE")])[col] == typ, (table, col)
+
+
+def _check_nulls(con, api: str, table: str) -> None:
+    cols = [c.name for c in TABLES[table]]
+    n, *nulls = con.execute("SELECT count(*), " + ", ".join(
+        f"count(*) - count({c})" for c in cols) + f" FROM {table}").fetchone()
+    always = ALWAYS_NULL[api].get(table, set())
+    sometimes = (EVENTS_SOMETIMES_NULL if table == "events"
+                 else SOMETIMES_NULL[api].get(table, set()))
+    for col, k in zip(cols, nulls, strict=True):
+        if col in always:
+            assert k == n, f"{api} {table}.{col} must be null (the exchange sends none)"
+        elif col not in sometimes:
+            assert k == 0, f"{api} {table}.{col}: {k} of {n} rows null"
+    if api == "v1" and table == "book":
+        # v1 snapshots carry no checksum, so they are neither verified nor failed.
+        wrong = con.execute("SELECT count(*) FILTER (WHERE (checksum IS NULL) != is_snapshot),"
+                            " count(*) FILTER (WHERE (verified IS NULL) != is_snapshot) "
+                            "FROM book").fetchone()
+        assert wrong == (0, 0)
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_every_public_channel_recorded(sim, tmp_path, api):
     data = tmp_path / "data"
     url = sim.urls[f"ws_{api}"]
+    raw = "[output]\nraw = true\n"
     configs = [write_config(tmp_path, "pub.toml", api, url,
-                            _subs("trade", "book", "spread", "ohlc"))]
-    configs.append(write_config(tmp_path, "tick.toml", api, url, _subs("ticker")))
-    for cfg in configs:
-        proc = run_recorder(cfg, data, 4)
-        assert proc.returncode == 0, proc.stderr
+                            _subs("trade", "book", "spread", "ohlc"), extra=raw),
+               write_config(tmp_path, "tick.toml", api, url, _subs("ticker"), extra=raw)]
+    proc = run_recorder(configs, data, 4)
+    assert proc.returncode == 0, proc.stderr
     con = db(data)
-    for table in ("trades", "book", "spread", "ohlc", "ticker", "events"):
-        n, symbols = con.execute(f"SELECT count(*), count(DISTINCT symbol) FROM {table}"
-                                 ).fetchone()
+    for table in TABLES_RECORDED:
+        n, symbols = con.execute(
+            f"SELECT count(*), count(DISTINCT {'symbol' if table != 'raw' else 'NULL'}) "
+            f"FROM {table}").fetchone()
         assert n > 0, table
-        if table != "events":
+        if table not in ("events", "raw"):
             assert symbols == 2, table
-        _check_types(con, table)
+        _check_types(con, data, table)
+        _check_nulls(con, api, table)
     # Canonical names whatever the API spelled on the wire.
     assert {r[0] for r in con.execute("SELECT DISTINCT symbol FROM trades").fetchall()} == {
         "BTC/USD", "ETH/USD"}
@@ -93,25 +152,112 @@ def test_every_public_channel_recorded(sim, tmp_path, api):
             assert seq == sorted(set(seq)), "trade ids unique and increasing"
     kinds = {r[0] for r in con.execute("SELECT DISTINCT kind FROM events").fetchall()}
     assert {"connected", "status", "subscribed", "stopped"} <= kinds
+    # Every frame received is in raw: the collectors' own counts say how many.
+    frames = sum(json.loads(d)["frames"] for (d,) in con.execute(
+        "SELECT detail FROM events WHERE kind = 'stopped'").fetchall())
+    assert con.execute("SELECT count(*) FROM raw").fetchone()[0] == frames
 
 
-def test_sigterm_finishes_every_file_within_5s(sim, tmp_path):
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_sigterm_under_load_finishes_every_file_within_5s(tmp_path, api):
+    """Two configs, every public channel, raw frames too, from a fast simulator: SIGTERM
+    leaves only complete, readable files holding every frame received."""
     data = tmp_path / "data"
-    cfg = write_config(tmp_path, "pub.toml", "v2", sim.urls["ws_v2"],
-                       _subs("trade", "book"))
-    proc = start_recorder(cfg, data)
-    try:
-        time.sleep(3)
-    finally:
-        took = stop(proc, signal.SIGTERM)
+    with SimulatorProcess(["--seed", "9", "--rate", "20000"]) as fast:
+        url = fast.urls[f"ws_{api}"]
+        raw = "[output]\nraw = true\n"
+        configs = [write_config(tmp_path, "pub.toml", api, url,
+                                _subs("trade", "book", "spread", "ohlc"), extra=raw),
+                   write_config(tmp_path, "tick.toml", api, url, _subs("ticker"), extra=raw)]
+        proc = start_recorder(configs, data)
+        try:
+            # Load: wait until both collectors receive (the simulator counts what it sent).
+            fast.wait_for(lambda st: st["connections"] == 2 and st["messages_total"] > 20_000,
+                          timeout=30)
+        finally:
+            took = stop(proc, signal.SIGTERM)
     assert proc.returncode == 0, proc.stderr.read()
-    assert took < 5
+    print(f"\nSIGTERM under load ({api}): exited in {took:.2f} s")
+    assert took < 5, f"SIGTERM took {took:.2f} s"
     files = all_files(data)
-    assert files, "something was recorded"
+    tables = set()
     for f in files:
-        assert f.suffix == ".parquet", f"leftover non-Parquet file {f}"
-        pq.read_table(f)  # complete and readable
-    assert db(data).execute("SELECT count(*) FROM book").fetchone()[0] > 0
+        assert f.suffix == ".parquet" and not f.name.startswith("."), f"leftover file {f}"
+        table = f.relative_to(data).parts[0]
+        tables.add(table)
+        got = pq.read_table(f)  # complete and readable
+        assert got.schema.remove_metadata() == arrow_schema(table), f
+    assert set(TABLES_RECORDED) <= tables
+    con = db(data)
+    frames = [json.loads(d)["frames"] for (d,) in con.execute(
+        "SELECT detail FROM events WHERE kind = 'stopped'").fetchall()]
+    assert len(frames) == 2, "both collectors stopped cleanly"
+    assert con.execute("SELECT count(*) FROM raw").fetchone()[0] == sum(frames) > 20_000
+    for table in ("trades", "book", "spread", "ohlc", "ticker"):
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_pair_refused_at_runtime_leaves_the_others_running(sim, tmp_path, api):
+    """SOL/USD is a pair Kraken lists (so the config is valid) that this simulator does not
+    serve: its subscriptions are refused, the other pairs and channels keep flowing."""
+    data = tmp_path / "data"
+    pairs = '["BTC/USD", "SOL/USD", "ETH/USD"]'
+    subs = (f'[[subscribe]]\nchannel = "book"\nsymbols = {pairs}\ndepth = 10\n\n'
+            f'[[subscribe]]\nchannel = "trade"\nsymbols = {pairs}\n')
+    cfg = write_config(tmp_path, "refused.toml", api, sim.urls[f"ws_{api}"], subs)
+    proc = run_recorder(cfg, data, 4)
+    assert proc.returncode == 0, proc.stderr
+    con = db(data)
+    refused = con.execute("SELECT symbol, channel, detail, ts_recv FROM events "
+                          "WHERE kind = 'subscribe_error' ORDER BY channel").fetchall()
+    assert [(r[0], r[1]) for r in refused] == [("SOL/USD", "book"), ("SOL/USD", "trade")]
+    assert all("Currency pair not supported" in json.loads(r[2])["error"] for r in refused)
+    kinds = Counter(r[0] for r in con.execute("SELECT kind FROM events").fetchall())
+    assert kinds["connected"] == 1 and kinds["disconnected"] == 0, kinds
+    assert kinds["subscribed"] == 4, "BTC/USD and ETH/USD on both channels"
+    last_refusal = max(r[3] for r in refused)
+    for table in ("book", "trades"):
+        after = dict(con.execute(f"SELECT symbol, count(*) FROM {table} WHERE ts_recv > ? "
+                                 "GROUP BY symbol", [last_refusal]).fetchall())
+        assert set(after) == {"BTC/USD", "ETH/USD"} and min(after.values()) > 0, table
+    assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
+
+
+def test_heartbeats_keep_an_idle_connection_from_going_stale(tmp_path):
+    """After the replayed capture ends the simulator sends only heartbeats (one a second):
+    with stale_after = 2.5 s the connection must stay up, because heartbeats count."""
+    data = tmp_path / "data"
+    stale_after = 2.5
+    pairs = json.dumps(CRYPTOFEED_PAIRS)
+    with SimulatorProcess(["--replay", str(DATA / "cryptofeed" / "KRAKEN.ws.48.0"),
+                           "--speed", "max"]) as s:
+        cfg = write_config(tmp_path, "idle.toml", "v1", s.urls["ws_v1"],
+                           f'[[subscribe]]\nchannel = "trade"\nsymbols = {pairs}\n',
+                           extra=f"[output]\nraw = true\n[connection]\n"
+                                 f"stale_after = {stale_after}\n")
+        proc = start_recorder(cfg, data)
+        try:
+            s.wait_for(lambda st: st["replay_finished"] >= 1, timeout=30)
+            time.sleep(3 * stale_after)  # idle: nothing but heartbeats
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, proc.stderr.read()
+    con = db(data)
+    kinds = Counter(r[0] for r in con.execute("SELECT kind FROM events").fetchall())
+    assert kinds["stale"] == 0 and kinds["disconnected"] == 0 and kinds["connected"] == 1
+    last_trade = con.execute("SELECT max(ts_recv) FROM trades").fetchone()[0]
+    beats = [r[0] for r in con.execute(
+        "SELECT epoch_us(ts_recv) FROM raw WHERE ts_recv > ? ORDER BY ts_recv",
+        [last_trade]).fetchall()]
+    frames = {r[0] for r in con.execute("SELECT frame FROM raw WHERE ts_recv > ?",
+                                        [last_trade]).fetchall()}
+    assert frames == {'{"event":"heartbeat"}'}, "only heartbeats after the capture ended"
+    assert len(beats) >= 5
+    idle_us = beats[-1] - beats[0]
+    assert idle_us > 2 * stale_after * 1e6, "idle for longer than stale_after"
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    assert max(gaps) < stale_after * 1e6
 
 
 def test_replayed_real_v2_capture_recorded_value_for_value(tmp_path):

@@ -209,6 +209,16 @@ def test_refusals_name_the_request_they_answer():
     assert (controls[0].kind, controls[0].extra["reqid"]) == ("subscribe_error", 7)
 
 
+def test_v2_refusal_names_the_channel_of_its_request():
+    frame = ('{"error":"Currency pair not supported SOL/USD","method":"subscribe",'
+             '"req_id":3,"success":false,"symbol":"SOL/USD"}')
+    out, controls = _parse_all(v2, [frame], req_channels={2: "book", 3: "trade"})
+    assert (controls[0].symbol, controls[0].channel) == ("SOL/USD", "trade")
+    assert out["events"][0][3:5] == ("SOL/USD", "trade")
+    out, controls = _parse_all(v2, [frame])
+    assert controls[0].channel is None, "unknown request: no channel is guessed"
+
+
 @pytest.mark.parametrize("mod,method,rid", [(v1, "event", "reqid"), (v2, "method", "req_id")])
 def test_book_resync_is_an_unsubscribe_and_a_subscribe_with_their_own_ids(mod, method, rid):
     reqs = [json.loads(r) for r in mod.book_resync_requests("BTC/USD", 25, 100)]

@@ -86,11 +86,14 @@ def _text(v: Any) -> str | None:
 
 def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
           bbo_symbols: frozenset[str] = frozenset(),
-          book_depths: dict[str, int] | None = None) -> Control | None:
+          book_depths: dict[str, int] | None = None,
+          req_channels: dict[int, str] | None = None) -> Control | None:
     """Append the rows of one decoded v2 frame to ``out``; return a Control for non-data frames.
 
     ``bbo_symbols`` are the symbols whose ticker stream is a spread subscription;
-    ``book_depths`` the subscribed book depth per symbol (v2 book messages do not say).
+    ``book_depths`` the subscribed book depth per symbol (v2 book messages do not say);
+    ``req_channels`` the channel of each subscribe request by ``req_id`` (Kraken's error
+    replies name the symbol and the request, not the channel).
     """
     if type(msg) is not dict:
         out["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
@@ -136,7 +139,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
         return Control("status", system)
     method = msg.get("method")
     if method is not None:
-        return _method_reply(msg, method, ts_recv, out)
+        return _method_reply(msg, method, ts_recv, out, req_channels)
     out["events"].append((EXCHANGE, ts_recv, "unknown_event", None, channel,
                           detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
     return None
@@ -168,12 +171,14 @@ def _ticker(t: dict, ts_recv: int, rows: list[tuple]) -> None:
                  _text(g("change_pct")), g("trades"), None))
 
 
-def _method_reply(msg: dict, method: str, ts_recv: int,
-                  out: dict[str, list[tuple]]) -> Control | None:
+def _method_reply(msg: dict, method: str, ts_recv: int, out: dict[str, list[tuple]],
+                  req_channels: dict[int, str] | None) -> Control | None:
     if method == "pong":
         return Control("pong")
     result = msg.get("result") or {}
     channel = result.get("channel") or msg.get("channel")
+    if channel is None and req_channels:
+        channel = req_channels.get(msg.get("req_id"))
     if channel == "ticker" and result.get("event_trigger") == "bbo":
         channel = "spread"
     if channel == "executions":
