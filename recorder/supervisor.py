@@ -267,7 +267,10 @@ class Supervisor:
         detail = {
             "collector": child.key, "config": str(child.config.path), "role": child.role,
             "previous_pid": outage["pid"], "exit": outage["exit"],
-            "exit_code": outage["exit_code"], "pid": child.pid, "restarts": child.restarts,
+            "exit_code": outage["exit_code"],
+            # Confirmed at its own exit, the new collector is previous_pid already.
+            "pid": child.pid if child.proc is not None else child.previous_pid,
+            "restarts": child.restarts,
             "down_s": round(max(0.0, child.started_at - outage["at"]), 3),
             **_subscriptions(child.config, child.role),
         }

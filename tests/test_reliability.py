@@ -11,8 +11,10 @@ on the Parquet files through DuckDB.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -31,6 +33,8 @@ PAIRS = '["BTC/USD", "ETH/USD"]'
 SUBS = (f'[[subscribe]]\nchannel = "trade"\nsymbols = {PAIRS}\n\n'
         f'[[subscribe]]\nchannel = "book"\nsymbols = {PAIRS}\ndepth = 10\n')
 FAST = "[connection]\nstale_after = {stale}\nbackoff_initial = 0.05\nbackoff_max = 0.2\n"
+JOURNAL_INTERVAL = 1.0  # the default [output] journal_interval, which these configs use
+HANDOVER_S = 0.1  # recorder.collector._FLUSH_SECONDS: rows go to the sink this often
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +182,17 @@ def test_kill_9_collector_is_restarted_and_loses_at_most_one_journal_interval(si
           f"sent before the kill not stored (~{lost_trades / rate:.2f} s at {rate:.0f} "
           f"trades/s); sim trade ids moved {sum(after.values()) - sum(before.values())} "
           "while killing")
-    assert loss_s <= 1.0 + 0.5, f"lost {loss_s:.3f} s of rows (journal interval 1 s)"
-    assert lost_trades / rate <= 1.5
+    # The bound, step by step: a row waits in the collector's row lists until its next
+    # hand-over to the sink (every 0.1 s, collector._FLUSH_SECONDS), then in the sink's
+    # buffer until the next tick (once per journal interval, 1 s: ticks happen at
+    # hand-overs, so 1 s after the previous one at the earliest), then the writer converts
+    # and fsyncs it. A kill just before that fsync completes loses everything since the
+    # previous tick: journal interval + hand-over period + conversion/fsync time. The last
+    # is 10-50 ms on this machine (measured: last stored row 1.02-1.07 s before the kill);
+    # 0.25 s leaves room for a loaded CI machine without hiding a second lost interval.
+    bound = JOURNAL_INTERVAL + HANDOVER_S + 0.25
+    assert loss_s <= bound, f"lost {loss_s:.3f} s of rows (bound {bound} s)"
+    assert lost_trades / rate <= bound, f"{lost_trades} trades lost at {rate:.0f}/s"
 
     # Trade ids: no duplicate anywhere, each side of the restart continuous, and the hole
     # between them is covered by a restart event (the gap is data).
@@ -381,3 +394,191 @@ def test_a_restart_with_a_reused_pid_keeps_its_rows(tmp_path):
                                    "{}", None)])
     kinds = {k for (k,) in db(tmp_path).execute("SELECT kind FROM events").fetchall()}
     assert kinds == {"run0", "run1"}
+
+
+# -- full disk -------------------------------------------------------------------------------
+
+
+class TmpfsDisk:
+    """A small real file system (tmpfs) that a filler file fills up: every process writing
+    there gets ENOSPC, as on a full disk; deleting the filler gives the space back."""
+
+    name = "tmpfs"
+    error = "No space left on device"
+
+    def __init__(self, path: Path, size_mb: int = 32) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                       check=True, capture_output=True, text=True)
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self, supervisor: int, collector: int) -> None:
+        with open(self.filler, "wb", buffering=0) as f:
+            for chunk in (1 << 20, 4096, 1):  # down to the last page
+                try:
+                    while True:
+                        f.write(b"\xff" * chunk)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+
+    def free(self, supervisor: int) -> None:
+        self.filler.unlink()
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+class FsizeDisk:
+    """Where mounting is not permitted: RLIMIT_FSIZE makes the kernel refuse writes with
+    EFBIG (CPython ignores SIGXFSZ) on a real file system. The running collector may still
+    write below 4 KiB, i.e. overwrite its incident file (as a full disk lets a file reuse
+    the blocks it owns), not grow its journal; the supervisor gets 0, inherited by every
+    collector it starts, so their start-up probe fails. Raising the limits gives the space
+    back."""
+
+    name = "RLIMIT_FSIZE"
+    error = "File too large"
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def fill(self, supervisor: int, collector: int) -> None:
+        from sinks.incidents import SIZE
+
+        for pid, limit in ((supervisor, 0), (collector, SIZE)):
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
+
+    def free(self, supervisor: int) -> None:
+        _, hard = resource.prlimit(supervisor, resource.RLIMIT_FSIZE)
+        resource.prlimit(supervisor, resource.RLIMIT_FSIZE, (hard, hard))
+
+    def close(self) -> None:
+        pass
+
+
+def small_disk(path: Path, kind: str):
+    if kind == "tmpfs":
+        try:
+            return TmpfsDisk(path)
+        except (subprocess.CalledProcessError, FileNotFoundError, PermissionError) as e:
+            # Not silently: say so, and still fill a real disk with the fallback.
+            print(f"\nfull disk: cannot mount a tmpfs here ({e}); using RLIMIT_FSIZE")
+    return FsizeDisk(path)
+
+
+@contextmanager
+def supervised_piped(tmp: Path, cfg: Path, data: Path):
+    """The supervisor with its output (and the collectors') read through a pipe: a pipe is
+    not a file, so a full disk (or RLIMIT_FSIZE) cannot swallow the error lines."""
+    cmd = [sys.executable, "-m", "recorder.supervisor", str(cfg), "--data", str(data),
+           "--backoff-initial", "0.2", "--backoff-max", "0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    proc.lines = lines  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(5)
+        (tmp / "supervisor.log").write_text("".join(lines))
+        for state in _states(data):
+            if state.get("pid") and state.get("state") not in ("stopped", "finished", "failed"):
+                _kill_if_alive(state["pid"])
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "fsize"])
+def test_full_disk_then_space_returns_recording_resumes_and_the_gap_is_in_events(
+        sim, tmp_path, kind):
+    """A real file system fills up under a recording collector; the collector is then killed
+    (so its restart meets the full disk), and space comes back."""
+    disk = small_disk(tmp_path / "disk", kind)
+    data = disk.path / "data"
+    cfg = _config(tmp_path, sim.urls["ws_v2"], name="full")
+    try:
+        with supervised_piped(tmp_path, cfg, data) as sup:
+            def log() -> str:
+                return "".join(sup.lines)
+
+            first = wait_until(lambda: _state(data, "full-public").get("pid"), 15,
+                               "a collector")
+            wait_until(lambda: _journaled_rows(data, "trades", first) > 200, 15,
+                       "journaled trades")
+            t_full = time.time()
+            disk.fill(sup.pid, first)
+            wait_until(lambda: "sink_write_error" in log(), 15, "the sink's write error")
+            time.sleep(1.0)  # rows pile up in memory (back-pressure), then die with it
+            t_kill = time.time()
+            os.kill(first, signal.SIGKILL)
+            wait_until(lambda: log().count("cannot write its data directory for now") >= 2, 30,
+                       "restarts refused by the full disk")
+            t_free = time.time()
+            disk.free(sup.pid)
+
+            def recording_again():
+                pid = _state(data, "full-public").get("pid")
+                return pid not in (None, first) and _journaled_rows(data, "trades", pid) > 100
+
+            wait_until(recording_again, 30, "recording after space returned")
+            time.sleep(1.0)
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(30) == 0, log()[-3000:]
+        text = log()
+        # A clear error: the write error names the cause, the refused restart says "disk
+        # full" in one line, the supervisor says it retries; nothing crashed.
+        assert f"sink_write_error: {{'error': '{disk.error}" in text, text[-3000:]
+        refused = [ln for ln in text.splitlines() if ln.startswith("error: ")]
+        assert refused and all("disk full" in ln and disk.error in ln for ln in refused), refused
+        assert "Traceback" not in text
+        # No corrupted or unreadable file, no journal, .tmp or incident file left.
+        assert_all_files_readable(data)
+        con = db(data)
+        after = con.execute("SELECT count(*) FROM trades WHERE epoch(ts_recv) > ?",
+                            [t_free]).fetchone()[0]
+        assert after > 100, "recording resumed when space returned"
+        assert con.execute("SELECT count(*) - count(DISTINCT (symbol, trade_id)) FROM trades"
+                           ).fetchone()[0] == 0
+
+        def event(kind: str) -> tuple[float, dict]:
+            rows = con.execute("SELECT epoch(ts_recv), detail FROM events WHERE kind = ?",
+                               [kind]).fetchall()
+            assert len(rows) == 1, (kind, rows)
+            return rows[0][0], json.loads(rows[0][1])
+
+        # The gap is in events: it starts with the write error (stored by the restarted
+        # collector from the dead one's incident file) and ends with collector_restarted.
+        err_ts, err = event("sink_write_error")
+        assert t_full <= err_ts <= t_kill and err["reported"] == "at the next start"
+        assert disk.error in err["error"]
+        restart_ts, restart = event("collector_restarted")
+        assert t_kill <= restart_ts <= t_kill + 1.0
+        assert restart["previous_pid"] == first and restart["exit_code"] == -9
+        assert restart["failed_starts"] >= 2 and restart_ts + restart["down_s"] >= t_free
+        recovered = con.execute("SELECT sum(json_extract(detail, '$.rows')::BIGINT) FROM events"
+                                " WHERE kind = 'journal_recovered'").fetchone()[0]
+        assert recovered and recovered > 0
+        last_old, first_new = con.execute(
+            "SELECT max(epoch(ts_recv)) FILTER (WHERE epoch(ts_recv) < ?), "
+            "min(epoch(ts_recv)) FILTER (WHERE epoch(ts_recv) > ?) FROM trades",
+            [t_kill, t_kill]).fetchone()
+        # The hole in the trades lies inside [write error - one journal interval, restart
+        # end]: rows stored up to about the failure, none before the new collector.
+        assert err_ts - 1.5 <= last_old <= err_ts
+        assert first_new >= restart_ts + restart["down_s"]
+        print(f"\nfull disk ({disk.name}): write error {err_ts - t_full:.2f} s after the "
+              f"fill; {restart['failed_starts']} refused starts; recording "
+              f"{first_new - t_free:.2f} s after space returned; hole "
+              f"{first_new - last_old:.2f} s")
+    finally:
+        disk.close()

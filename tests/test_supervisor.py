@@ -113,6 +113,67 @@ def test_exit_code_2_is_permanent_and_stops_the_others(tmp_path):
     assert kinds == ["collector_failed"]
 
 
+def test_exit_75_is_retried_until_space_returns_and_the_outage_is_one_event(tmp_path):
+    # Recording, then a crash; the disk is full, so the next 4 collectors exit 75 at once
+    # (more than max_startup_failures: 75 is not a start-up failure); then space is back.
+    def commands(i, attempt):
+        if attempt == 1:
+            return _py("import time, sys; time.sleep(0.5); sys.exit(1)")
+        if attempt <= 5:
+            return _py("import sys; print('error: the data directory is full (disk full)', "
+                       "file=sys.stderr); sys.exit(75)")
+        return _py("import time; time.sleep(30)")
+
+    sup = _supervisor(tmp_path, commands, max_startup_failures=2)
+    timer = _signal_later(4.0)
+    t0 = time.time()
+    code = sup.run()
+    timer.cancel()
+    assert code == 0 and sup.attempts[0] == 6
+    rows = db(tmp_path / "data").execute(
+        "SELECT epoch(ts_recv), symbol, channel, detail FROM events "
+        "WHERE kind = 'collector_restarted'").fetchall()
+    assert len(rows) == 1, "one outage, one gap"
+    ts, symbol, channel, raw = rows[0]
+    d = json.loads(raw)
+    # The gap starts at the crash of the recording collector, not at the last refusal.
+    assert t0 + 0.4 < ts < t0 + 1.5 and d["exit_code"] == 1
+    assert d["failed_starts"] == 4 and "disk full" in d["failed_start_reason"]
+    assert d["down_s"] >= 4 * 0.05 and d["restarts"] == 5
+    assert (symbol, channel) == (None, None)  # the whole connection, like `disconnected`
+    assert d["channels"] == ["trade"] and d["symbols"] == ["BTC/USD"]
+    assert read_states(tmp_path / "data")[0]["state"] == "stopped"
+
+
+def test_a_full_disk_at_the_first_start_waits_instead_of_failing(tmp_path):
+    def commands(i, attempt):
+        if attempt <= 3:
+            return _py("import sys; sys.exit(75)")
+        return _py("import time; time.sleep(30)")
+
+    sup = _supervisor(tmp_path, commands, max_startup_failures=2)
+    seen = []
+
+    def watch():  # the state file says why it waits
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not seen:
+            for st in read_states(tmp_path / "data"):
+                if st["state"] == "backoff":
+                    seen.append(st)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    timer = _signal_later(2.5)
+    assert sup.run() == 0
+    timer.cancel()
+    watcher.join()
+    assert sup.attempts[0] == 4 and sup.children[0].state == "stopped"
+    assert seen and "disk full" in seen[0]["reason"]
+    # Nothing was recorded before: no gap to list.
+    assert not (tmp_path / "data" / "events").exists()
+
+
 def test_a_collector_that_cannot_start_fails_instead_of_looping(tmp_path):
     sup = _supervisor(tmp_path, lambda i, a: _py("import sys; sys.exit(1)"),
                       max_startup_failures=3)
@@ -186,7 +247,7 @@ def test_unwritable_data_directory_is_one_line_and_exit_2(tmp_path):
     assert files and all(p.suffix == ".parquet" for p in files)
     for f in files:
         pq.read_table(f)
-    # The same through `recorder run` with one config (no supervisor involved).
+    # The same through `recorder run` with one config (supervised too: one job).
     proc = subprocess.run([sys.executable, "-m", "recorder", "run", str(bad.path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
