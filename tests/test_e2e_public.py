@@ -8,12 +8,13 @@ import time
 from collections import Counter
 from decimal import Decimal
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from recorder.schema import TABLES, arrow_schema
 from recorder.simulator.testing import SimulatorProcess
-from tests.captures import DATA, flashbook_frames
+from tests.captures import DATA, cryptofeed_frames, flashbook_frames, sdk_v1_frames
 from tests.e2e import all_files, db, run_recorder, start_recorder, stop, write_config
 
 CRYPTOFEED_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF",
@@ -294,6 +295,149 @@ def test_replayed_real_v2_capture_recorded_value_for_value(tmp_path):
     assert con.execute("SELECT count(*) FROM book WHERE NOT verified").fetchone()[0] == 0
     assert con.execute("SELECT count(DISTINCT update_id) FROM book WHERE verified"
                        ).fetchone()[0] == 2962
+
+
+def _us(text: str) -> int:
+    """Kraken v1 epoch seconds text ("1618678142.557535") as exact microseconds."""
+    us = Decimal(text) * 1_000_000
+    assert us == us.to_integral_value(), text
+    return int(us)
+
+
+def _canonical(pair: str) -> str:
+    return "/".join("BTC" if a == "XBT" else a for a in pair.split("/"))
+
+
+def _expected_v1(frames: list[str], channel: str) -> tuple[Counter, list[tuple[str, int]]]:
+    """Rows a v1 capture must produce, read with json and Decimal only; and the book
+    checksums in wire order."""
+    rows: Counter = Counter()
+    crcs = []
+    for frame in frames:
+        m = json.loads(frame)
+        if not isinstance(m, list) or not m[-2].startswith(channel):
+            continue
+        sym = _canonical(m[-1])
+        if channel == "book":
+            if "as" in m[1] or "bs" in m[1]:
+                parts, snapshot = [{"a": m[1].get("as", []), "b": m[1].get("bs", [])}], True
+            else:
+                parts, snapshot = m[1:-2], False
+                crcs.append((sym, int(parts[-1]["c"])))
+            for part in parts:
+                for key, side in (("a", "ask"), ("b", "bid")):
+                    for lv in part.get(key, []):
+                        rows[(sym, side, Decimal(lv[0]), Decimal(lv[1]), _us(lv[2]), snapshot,
+                              len(lv) > 3 and lv[3] == "r")] += 1
+        elif channel == "trade":
+            for price, qty, ts, side, kind, misc in m[1]:
+                rows[(sym, Decimal(price), Decimal(qty), _us(ts),
+                      {"b": "buy", "s": "sell"}[side], {"l": "limit", "m": "market"}[kind],
+                      misc or None)] += 1
+        elif channel == "ticker":
+            t = m[1]
+            values = [t["b"][0], t["b"][2], t["a"][0], t["a"][2], t["c"][0], t["c"][1],
+                      t["v"][1], t["v"][0], t["p"][1], t["p"][0], t["l"][1], t["l"][0],
+                      t["h"][1], t["h"][0], t["o"][1], t["o"][0]]
+            rows[(sym, None, *map(Decimal, map(str, values)), int(t["t"][1]),
+                  int(t["t"][0]))] += 1
+    return rows, crcs
+
+
+V1_COLUMNS = {
+    "book": "symbol side price qty epoch_us(ts_exchange) is_snapshot republish",
+    "trades": "symbol price qty epoch_us(ts_exchange) side ord_type misc",
+    "ticker": "symbol ts_exchange bid bid_qty ask ask_qty last last_qty volume volume_today "
+              "vwap vwap_today low low_today high high_today open open_today trades "
+              "trades_today",
+}
+
+
+def _as_stored(table: str, rows: Counter) -> tuple[Counter, Counter]:
+    """The expected rows as the table can hold them, and the values it cannot.
+
+    A number with more integer digits than its decimal column holds is stored as NULL and
+    reported, with its exact text, in a value_unconvertible event (nothing disappears
+    silently); every other value must come back exactly."""
+    types = {f.name: f.type for f in arrow_schema(table)}
+    cols = V1_COLUMNS[table].split()
+    stored: Counter = Counter()
+    dropped: Counter = Counter()
+    for row, n in rows.items():
+        out = list(row)
+        for i, (col, v) in enumerate(zip(cols, row, strict=True)):
+            typ = types.get(col)
+            if isinstance(v, Decimal) and pa.types.is_decimal(typ):
+                digits = len(str(abs(int(v)))) if abs(v) >= 1 else 0
+                if digits > typ.precision - typ.scale:
+                    out[i] = None
+                    dropped[(row[0], col, str(v))] += n
+        stored[tuple(out)] += n
+    return stored, dropped
+
+
+@pytest.mark.parametrize("capture,channel,pairs,depth", [
+    ("cryptofeed/KRAKEN.ws.50.0", "book", CRYPTOFEED_PAIRS, 1000),
+    ("python-kraken-sdk/orderbook-v1.json", "book", ["XBT/USD"], 10),
+    ("cryptofeed/KRAKEN.ws.48.0", "trade", CRYPTOFEED_PAIRS, None),
+    ("cryptofeed/KRAKEN.ws.49.0", "ticker", CRYPTOFEED_PAIRS, None),
+])
+def test_replayed_real_v1_capture_recorded_value_for_value(tmp_path, capture, channel, pairs,
+                                                           depth):
+    """Every v1 capture (there is no v1 spread or ohlc capture) through the simulator and
+    `recorder run`: every price, quantity and time in Parquet equals the frame's text."""
+    if capture.startswith("cryptofeed"):
+        frames = list(cryptofeed_frames(capture.split("/")[1]))
+    else:
+        frames = list(sdk_v1_frames())
+    expected, exp_crcs = _expected_v1(frames, channel)
+    assert expected, capture
+    table = "trades" if channel == "trade" else channel
+    data = tmp_path / "data"
+    with SimulatorProcess(["--replay", str(DATA / capture), "--speed", "max"]) as s:
+        subs = f'[[subscribe]]\nchannel = "{channel}"\nsymbols = {json.dumps(pairs)}\n'
+        if depth:
+            subs += f"depth = {depth}\n"
+        cfg = write_config(tmp_path, "v1.toml", "v1", s.urls["ws_v1"], subs)
+        proc = start_recorder(cfg, data)
+        try:
+            s.wait_for(lambda st: st["replay_finished"] >= 1, timeout=60)
+            _wait_rows(data, table, sum(expected.values()))
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, proc.stderr.read()
+    con = db(data)
+    expected, too_wide = _as_stored(table, expected)
+    sql = f"SELECT {', '.join(V1_COLUMNS[table].split())} FROM {table}"
+    assert Counter(con.execute(sql).fetchall()) == expected
+    reported = Counter()
+    for sym, d in con.execute("SELECT symbol, detail FROM events "
+                              "WHERE kind = 'value_unconvertible'").fetchall():
+        d = json.loads(d)
+        assert d["table"] == table
+        reported[(sym, d["column"], d["text"])] += 1
+    assert reported == too_wide
+    if channel == "book":
+        crcs = con.execute("SELECT symbol, any_value(checksum) FROM book WHERE NOT is_snapshot "
+                           "GROUP BY symbol, update_id ORDER BY update_id").fetchall()
+        assert crcs == exp_crcs
+        assert con.execute("SELECT count(DISTINCT update_id) FILTER (WHERE verified), "
+                           "count(*) FILTER (WHERE NOT verified) FROM book").fetchone() == (
+                               len(exp_crcs), 0)
+        if depth == 1000:
+            # The deep book, not only the checksummed top 10, is recorded exactly.
+            deepest = con.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM book WHERE "
+                                  "is_snapshot GROUP BY symbol, side)").fetchone()[0]
+            assert deepest > 10
+
+
+def _wait_rows(data, table: str, n: int, timeout: float = 60) -> None:
+    """Until ``n`` rows of ``table`` are queryable (journaled rows count), or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db(data).execute(f"SELECT count(*) FROM {table}").fetchone()[0] >= n:
+            return
+        time.sleep(0.2)
 
 
 def test_demo_records_every_public_channel_and_prints_a_summary(tmp_path):
