@@ -81,12 +81,7 @@ def from_file(path: Path | str, key_names: tuple[str, ...] = (),
     then ``api_key``/``api_secret``, ``key``/``secret`` and KRAKEN_API_KEY/KRAKEN_API_SECRET.
     """
     path = Path(path).expanduser()
-    _check_private(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise CredentialError(f"secrets file {path}: cannot read: {e.strerror}") from None
-    values = _parse(text, path)
+    values = _parse(read_private_text(path), path)
     key = _pick(values, (*key_names, "api_key", "key", DEFAULT_KEY_ENV))
     secret = _pick(values, (*secret_names, "api_secret", "secret", DEFAULT_SECRET_ENV))
     if not key or not secret:
@@ -109,6 +104,17 @@ def load(config: Any) -> Credentials:
             path = Path(cfg_path).parent / path
         return from_file(path, (key_env,), (secret_env,))
     return from_env(key_env, secret_env)
+
+
+def read_private_text(path: Path) -> str:
+    """The text of a file only its owner can read; ``CredentialError`` (naming the file,
+    never its contents) otherwise."""
+    path = Path(path).expanduser()
+    _check_private(path)
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise CredentialError(f"secrets file {path}: cannot read: {e.strerror}") from None
 
 
 def _check_private(path: Path) -> None:

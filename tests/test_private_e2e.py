@@ -1,55 +1,58 @@
-"""End to end: own fills recorded from the simulator's private WebSocket by `recorder run`.
+"""End to end: own fills and orders recorded from the simulator's private WebSocket by
+`recorder run`.
 
-The simulator's account runs with a sentinel key pair; every test checks that the sentinel
-secret shows up in no output, no file and no process title.
+The simulator's account runs with the session's sentinel key pair (tests/sentinel.py), given
+to both processes through environment variables; every test checks its own outputs and
+folder, and the session plugin checks everything else (tests/sentinel_plugin.py).
 
-Truth comes from the simulator itself, after the recording: the account's last 50 fills in
-a fresh snapshot taken by this test's own client. The simulator is started per test, with a
-low fill rate, so that this snapshot holds *every* fill of its life (asserted).
+Truth for fills comes from the simulator itself, after the recording: the account's last 50
+fills in a fresh snapshot taken by this test's own client. The simulator is started per test,
+with a low fill rate, so that this snapshot holds *every* fill of its life (asserted). Truth
+for orders is what the simulator sent: an observer connection, subscribed before the
+recorder, receives the same frames.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 import websocket
 
 from recorder.simulator.testing import SimulatorProcess
 from recorder.token import TokenHelper
 from tests.e2e import db
+from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET, assert_clean
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL_SECRET = base64.b64encode(b"SENTINEL-secret-market-recorder-0123456789-xyz").decode()
-SENTINEL_KEY = "SENTINEL-KEY-market-recorder"
-WRONG_SECRET = base64.b64encode(b"a-wrong-secret-for-the-sentinel-key-0000000000").decode()
-SECRETS = (SENTINEL_SECRET, WRONG_SECRET)
+KEY, SECRET = SENTINEL_KEY, SENTINEL_SECRET
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _sim(*more: str) -> SimulatorProcess:
-    return SimulatorProcess(["--seed", "5", "--rate", "100", "--fill-rate", "0.05",
-                             "--api-key", SENTINEL_KEY, "--api-secret", SENTINEL_SECRET,
-                             *more], capture_stderr=True)
+def _sim(*more: str, fill_rate: str = "0.05") -> SimulatorProcess:
+    return SimulatorProcess(["--seed", "5", "--rate", "100", "--fill-rate", fill_rate, *more],
+                            capture_stderr=True, api_key=KEY, api_secret=SECRET)
 
 
-def _config(tmp: Path, sim: SimulatorProcess, api: str, public: bool = False) -> Path:
+def _config(tmp: Path, sim: SimulatorProcess, api: str, public: bool = False,
+            backoff: tuple[float, float] = (0.2, 1)) -> Path:
     path = tmp / f"private-{api}.toml"
     text = (f'[exchange]\nname = "kraken"\napi = "{api}"\nurl = "{sim.urls["ws_" + api]}"\n'
             f'auth_url = "{sim.urls["ws_auth_" + api]}"\nrest_url = "{sim.urls["rest"]}"\n'
-            '[connection]\nbackoff_initial = 0.2\nbackoff_max = 1\n'
+            f'[connection]\nbackoff_initial = {backoff[0]}\nbackoff_max = {backoff[1]}\n'
             '[credentials]\napi_key_env = "TRADER_KEY"\napi_secret_env = "TRADER_SECRET"\n'
             '[[subscribe]]\nchannel = "fills"\n')
     if public:
@@ -58,31 +61,32 @@ def _config(tmp: Path, sim: SimulatorProcess, api: str, public: bool = False) ->
     return path
 
 
-def _env(secret: str = SENTINEL_SECRET) -> dict[str, str]:
+def _env(secret: str = SECRET) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "TRADER_"))}
-    env.update(TRADER_KEY=SENTINEL_KEY, TRADER_SECRET=secret)
+    env.update(TRADER_KEY=KEY, TRADER_SECRET=secret)
     return env
 
 
-def _start(cfg: Path, data: Path, secret: str = SENTINEL_SECRET, *more: str
-           ) -> subprocess.Popen:
+def _start(cfg: Path, data: Path, secret: str = SECRET, *more: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "recorder", "run", str(cfg), "--data",
                              str(data), *more], cwd=ROOT, env=_env(secret),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(proc: subprocess.Popen) -> tuple[str, str]:
-    proc.send_signal(signal.SIGTERM)
+def _finish(proc: subprocess.Popen, expect: int = 0) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
+    # The exit code only: stderr may be long; the session plugin checks it for the secret.
+    assert proc.returncode == expect, f"exit {proc.returncode}; stderr tail: {err[-3000:]}"
     return out, err
 
 
-def _wait(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+def _wait(predicate, timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -100,18 +104,23 @@ def _freeze(sim: SimulatorProcess) -> None:
     time.sleep(1.0)
 
 
+def _subscribe(ws: websocket.WebSocket, api: str, token: str) -> None:
+    if api == "v1":
+        for name in ("ownTrades", "openOrders"):
+            ws.send(json.dumps({"event": "subscribe", "subscription": {
+                "name": name, "token": token, "snapshot": True}}))
+    else:
+        ws.send(json.dumps({"method": "subscribe", "params": {
+            "channel": "executions", "token": token, "snap_trades": True,
+            "snap_orders": True}}))
+
+
 def _truth(sim: SimulatorProcess, api: str) -> list[dict]:
     """The account's fills, from a fresh snapshot, as plain dicts of wire text."""
-    token = TokenHelper(sim.urls["rest"], SENTINEL_KEY, SENTINEL_SECRET).fresh()
+    token = TokenHelper(sim.urls["rest"], KEY, SECRET).fresh()
     ws = websocket.create_connection(sim.urls[f"ws_auth_{api}"], timeout=5)
     try:
-        if api == "v1":
-            ws.send(json.dumps({"event": "subscribe", "subscription": {
-                "name": "ownTrades", "token": token, "snapshot": True}}))
-        else:
-            ws.send(json.dumps({"method": "subscribe", "params": {
-                "channel": "executions", "token": token, "snap_trades": True,
-                "snap_orders": False}}))
+        _subscribe(ws, api, token)
         while True:
             msg = json.loads(ws.recv(), parse_float=str)
             if api == "v1" and isinstance(msg, list) and msg[-2] == "ownTrades":
@@ -122,101 +131,242 @@ def _truth(sim: SimulatorProcess, api: str) -> list[dict]:
         ws.close()
 
 
-def _epoch_us(text: str) -> int:
-    if "T" in text:
-        from datetime import datetime
+class Observer:
+    """A private connection of the test's own, open for the whole recording: it receives
+    every private frame the simulator sends, in order (exact number text kept)."""
 
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 10**6)
-    return int(Decimal(text) * 1_000_000)
+    def __init__(self, sim: SimulatorProcess, api: str) -> None:
+        self.api = api
+        self.frames: list = []
+        self._stop = threading.Event()
+        token = TokenHelper(sim.urls["rest"], KEY, SECRET).fresh()
+        self.ws = websocket.create_connection(sim.urls[f"ws_auth_{api}"], timeout=0.5)
+        _subscribe(self.ws, api, token)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        _wait(lambda: any(self._is_snapshot(f) for f in self.frames), what="observer snapshot")
+
+    def _is_snapshot(self, f) -> bool:
+        if self.api == "v1":
+            return isinstance(f, list) and f[-2] == "openOrders" and f[-1]["sequence"] == 1
+        return isinstance(f, dict) and f.get("channel") == "executions" and (
+            f.get("type") == "snapshot")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.frames.append(json.loads(self.ws.recv(), parse_float=str))
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.ws.close()
+
+    def order_rows(self) -> list[tuple[bool, tuple]]:
+        """(is_snapshot, row) per order event, mapped as docs/private.md documents."""
+        rows: list[tuple[bool, tuple]] = []
+        known: dict[str, tuple] = {}
+        for f in self.frames:
+            if self.api == "v1" and isinstance(f, list) and f[-2] == "openOrders":
+                snap = f[-1]["sequence"] == 1
+                for entry in f[0]:
+                    for oid, o in entry.items():
+                        rows.append((snap, _v1_order(oid, o, snap, known)))
+            elif (self.api == "v2" and isinstance(f, dict)
+                  and f.get("channel") == "executions" and "data" in f):
+                snap = f.get("type") == "snapshot"
+                for e in f["data"]:
+                    oid = e.get("order_id")
+                    before = known.get(oid, (None, None, None))
+                    known[oid] = tuple(e.get(k) or b for k, b in
+                                       zip(("symbol", "side", "order_type"), before,
+                                           strict=True))
+                    if e.get("exec_type") != "trade":
+                        rows.append((snap, _v2_order(e, snap, known[oid])))
+        return rows
 
 
-def _expected(api: str, truth: list[dict]) -> set[tuple]:
-    out = set()
-    for t in truth:
-        if api == "v1":
-            out.add((t["trade_id"], t["ordertxid"], t["pair"].replace("XBT", "BTC"),
-                     t["type"], Decimal(t["price"]), Decimal(t["vol"]), Decimal(t["cost"]),
-                     Decimal(t["fee"]), t["ordertype"], _epoch_us(t["time"])))
-        else:
-            fee = t["fees"][0]
-            out.add((str(t["trade_id"]), t["order_id"], t["symbol"], t["side"],
-                     Decimal(t["last_price"]), Decimal(t["last_qty"]), Decimal(t["cost"]),
-                     Decimal(fee["qty"]), t["order_type"], _epoch_us(t["timestamp"])))
+_V1_ORDER_COLUMNS = {"status", "vol", "vol_exec", "avg_price", "descr", "lastupdated"}
+_V2_ORDER_COLUMNS = {"order_id", "symbol", "timestamp", "order_status", "side", "order_type",
+                     "limit_price", "order_qty", "cum_qty", "avg_price"}
+
+
+def _dec(text) -> Decimal | None:
+    return None if text is None else Decimal(str(text))
+
+
+def _detail(fields: dict, snap: bool) -> str:
+    out = {k: v for k, v in fields.items() if v is not None}
+    if snap:
+        out["snapshot"] = True
+    return json.dumps(out, sort_keys=True)
+
+
+def _v1_order(oid: str, o: dict, snap: bool, known: dict) -> tuple:
+    descr = o.get("descr") or {}
+    if descr:
+        known[oid] = (descr["pair"].replace("XBT", "BTC"), descr.get("type"),
+                      descr.get("ordertype"))
+    symbol, side, kind = known.get(oid, (None, None, None))
+    ts = o.get("lastupdated") or (o.get("opentm") if o.get("status") == "pending" else None)
+    limit = None
+    if descr.get("ordertype") == "limit":
+        limit = descr.get("price")
+    elif (descr.get("ordertype") or "").endswith("-limit"):
+        limit = descr.get("price2")
+    extra = {k: v for k, v in o.items() if k not in _V1_ORDER_COLUMNS}
+    if descr:
+        extra["descr_order"] = descr.get("order")
+    return ("kraken", symbol, _epoch_us(ts), oid, o.get("status"), side, kind, _dec(limit),
+            _dec(o.get("vol")), _dec(o.get("vol_exec")), _dec(o.get("avg_price")), None,
+            _detail(extra, snap))
+
+
+def _v2_order(e: dict, snap: bool, known: tuple) -> tuple:
+    extra = {k: v for k, v in e.items() if k not in _V2_ORDER_COLUMNS}
+    return ("kraken", known[0], _epoch_us(e.get("timestamp")), e["order_id"],
+            e.get("order_status"), known[1], known[2], _dec(e.get("limit_price")),
+            _dec(e.get("order_qty")), _dec(e.get("cum_qty")), _dec(e.get("avg_price")),
+            e.get("exec_type"), _detail(extra, snap))
+
+
+def _recorded_orders(data: Path) -> list[tuple[bool, tuple]]:
+    rows = db(data).execute(
+        "SELECT is_snapshot, exchange, symbol, epoch_us(ts_exchange), order_id, status, side, "
+        "ord_type, limit_price, order_qty, filled_qty, avg_price, exec_type, detail, "
+        "epoch_us(ts_recv) FROM orders ORDER BY ts_recv").fetchall()
+    assert all(r[-1] is not None for r in rows), "orders.ts_recv is always set"
+    out = []
+    for r in rows:
+        d = json.loads(r[13])
+        out.append((r[0], (*r[1:13], json.dumps(d, sort_keys=True))))
     return out
 
 
+def _epoch_us(text) -> int | None:
+    if text is None:
+        return None
+    if "T" in text:  # exact integer arithmetic: a float timestamp can be 1 µs off
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (dt - _EPOCH) // timedelta(microseconds=1)
+    return int(Decimal(text) * 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _expected_fills(api: str, truth: list[dict]) -> set[tuple]:
+    """Every column of ``fills`` but ts_recv and is_snapshot (the recorder's own)."""
+    out = set()
+    for t in truth:
+        if api == "v1":
+            symbol = t["pair"].replace("XBT", "BTC")
+            # v1: fees in the quote currency; no maker flag from the simulator; no exec id.
+            out.add(("kraken", symbol, _epoch_us(t["time"]), t["ordertxid"], t["trade_id"],
+                     t["type"], Decimal(t["price"]), Decimal(t["vol"]), Decimal(t["cost"]),
+                     Decimal(t["fee"]), symbol.split("/")[1], None, t["ordertype"], None))
+        else:
+            (fee,) = t["fees"]
+            out.add(("kraken", t["symbol"], _epoch_us(t["timestamp"]), t["order_id"],
+                     str(t["trade_id"]), t["side"], Decimal(t["last_price"]),
+                     Decimal(t["last_qty"]), Decimal(t["cost"]), Decimal(fee["qty"]),
+                     fee["asset"], {"m": "maker", "t": "taker"}[t["liquidity_ind"]],
+                     t["order_type"], t["exec_id"]))
+    return out
+
+
+_FILL_COLUMNS = ("exchange, symbol, epoch_us(ts_exchange), order_id, trade_id, side, price, "
+                 "qty, cost, fee, fee_currency, liquidity, ord_type, exec_id")
+
+
 def _recorded(data: Path) -> list[tuple]:
-    return db(data).execute(
-        "SELECT trade_id, order_id, symbol, side, price, qty, cost, fee, ord_type, "
-        "epoch_us(ts_exchange) FROM fills").fetchall()
+    return db(data).execute(f"SELECT {_FILL_COLUMNS} FROM fills").fetchall()
 
 
-def _assert_no_secret(texts: list[str], *dirs: Path) -> None:
-    for text in texts:
-        for secret in SECRETS:
-            assert secret not in text
-    for d in dirs:
-        for path in d.rglob("*"):
-            if path.is_file():
-                raw = path.read_bytes()
-                for secret in SECRETS:
-                    assert secret.encode() not in raw, path
-                if path.suffix == ".parquet":
-                    meta = pq.read_metadata(path).metadata or {}
-                    blob = b" ".join(k + b"=" + v for k, v in meta.items())
-                    assert all(s.encode() not in blob for s in SECRETS), path
-        if (d / "fills").exists() or (d / "events").exists():
-            con = db(d)
-            for table in ("fills", "orders", "events"):
-                cols = [r[0] for r in con.execute(
-                    f"SELECT column_name FROM (DESCRIBE {table}) "
-                    "WHERE column_type = 'VARCHAR'").fetchall()]
-                for col in cols:
-                    for secret in SECRETS:
-                        n = con.execute(f"SELECT count(*) FROM {table} WHERE "
-                                        f"contains({col}, ?)", [secret]).fetchone()[0]
-                        assert n == 0, (table, col)
+def _check_fill_stamps(data: Path, started_us: int, ended_us: int) -> None:
+    """The recorder's own columns: arrival time within the run, after the fill (clock
+    jitter allowance 0.5 s), and is_snapshot exactly for the fills snapshots brought."""
+    con = db(data)
+    rows = con.execute("SELECT epoch_us(ts_recv), epoch_us(ts_exchange), is_snapshot "
+                       "FROM fills").fetchall()
+    for recv, exch, _snap in rows:
+        assert started_us <= recv <= ended_us
+        assert exch <= recv + 500_000
+    from_snapshots = sum(json.loads(r[0])["new"] for r in con.execute(
+        "SELECT detail FROM events WHERE kind = 'fills_snapshot'").fetchall())
+    assert sum(1 for r in rows if r[2]) == from_snapshots
+
+
+def _events(data: Path, *kinds: str) -> list[tuple[int, dict]]:
+    marks = ", ".join("?" for _ in kinds)
+    return [(ts, json.loads(d)) for ts, d in db(data).execute(
+        f"SELECT epoch_us(ts_recv), detail FROM events WHERE kind IN ({marks}) "
+        "ORDER BY ts_recv", list(kinds)).fetchall()]
 
 
 def _titles(pid: int) -> list[str]:
     try:
         parent = psutil.Process(pid)
         procs = [parent, *parent.children(recursive=True)]
-        return [" ".join(p.cmdline()) for p in procs]
+        return [" ".join(p.cmdline()) + " " + p.name() for p in procs]
     except psutil.Error:
         return []
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 # -- tests ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
-def test_fills_recorded_value_for_value(tmp_path, api):
+def test_fills_and_orders_recorded_value_for_value(tmp_path, api):
     data = tmp_path / "data"
     with _sim() as sim:
+        observer = Observer(sim, api)  # subscribed first: it sees all the recorder sees
         cfg = _config(tmp_path, sim, api)
+        started = _now_us()
         proc = _start(cfg, data)
         try:
-            _wait(lambda: _private_connections(sim, api) == 1, what="private connection")
-            time.sleep(2.5)
+            _wait(lambda: _private_connections(sim, api) == 2, what="private connection")
+            time.sleep(3.0)
             titles = _titles(proc.pid)
             _freeze(sim)
         finally:
             out, err = _finish(proc)
+            observer.close()
+        ended = _now_us()
         truth = _truth(sim, api)
         sim_log = "".join(sim.stderr_lines)
     assert 0 < len(truth) < 50, "the snapshot must hold every fill of the account"
     rows = _recorded(data)
     assert len(rows) == len(set(rows)), "no fill twice"
-    assert set(rows) == _expected(api, truth)
-    con = db(data)
-    assert con.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
-    kinds = {r[0] for r in con.execute("SELECT DISTINCT kind FROM events").fetchall()}
+    assert set(rows) == _expected_fills(api, truth)
+    _check_fill_stamps(data, started, ended)
+
+    # orders: the resting orders of the recorder's snapshot, then every order event the
+    # simulator sent from the recorder's first one on, value for value.
+    recorded = _recorded_orders(data)
+    sent = observer.order_rows()
+    assert Counter(r for s, r in recorded if s) == Counter(r for s, r in sent if s)
+    updates = [r for s, r in recorded if not s]
+    assert len(updates) >= 3, "too few order events to compare"
+    # Frames read together share ts_recv, so the recorder's first event is found by value.
+    first = min(i for i, (s, r) in enumerate(sent) if not s and r in set(updates))
+    assert Counter(updates) == Counter(r for s, r in sent[first:] if not s)
+
+    kinds = {r[0] for r in db(data).execute("SELECT DISTINCT kind FROM events").fetchall()}
     assert {"connected", "subscribed", "fills_snapshot", "fills_seeded"} <= kinds
     assert "sequence_gap" not in kinds
-    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE fills)").fetchall())
+    types = dict(db(data).execute(
+        "SELECT column_name, column_type FROM (DESCRIBE fills)").fetchall())
     assert types["price"] == "DECIMAL(18,10)" and types["ts_exchange"].startswith("TIMESTAMP")
-    _assert_no_secret([out, err, sim_log, *titles], tmp_path)
+    assert_clean([out, err, sim_log, *titles], [tmp_path], where="recorder/simulator output")
 
 
 def test_restart_does_not_record_snapshot_fills_twice(tmp_path):
@@ -241,53 +391,72 @@ def test_restart_does_not_record_snapshot_fills_twice(tmp_path):
     rows = _recorded(data)
     assert len(rows) == len(set(rows)), "the second run re-recorded snapshot fills"
     # Fills made between the two runs came back in the second run's snapshot.
-    assert set(rows) == _expected("v2", truth)
-    _assert_no_secret([*outputs, sim_log], tmp_path)
+    assert set(rows) == _expected_fills("v2", truth)
+    assert_clean([*outputs, sim_log], [tmp_path], where="recorder/simulator output")
 
 
-def test_tokens_invalidated_mid_run_fills_continue_none_missing_none_twice(tmp_path):
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_tokens_invalidated_mid_run_fills_continue_none_missing_none_twice(tmp_path, api):
     data = tmp_path / "data"
-    with _sim() as sim:
-        cfg = _config(tmp_path, sim, "v2", public=True)
+    # A fixed 2.5 s reconnect delay: each gap is long enough for fills to happen in it,
+    # which only the next subscription's snapshot can bring back.
+    with _sim(fill_rate="0.08") as sim:
+        cfg = _config(tmp_path, sim, api, public=True, backoff=(2.5, 2.5))
+        started = _now_us()
         proc = _start(cfg, data)
         try:
-            _wait(lambda: _private_connections(sim, "v2") == 1, what="private connection")
+            _wait(lambda: _private_connections(sim, api) == 1, what="private connection")
             issued = sim.control.stats()["tokens_issued"]
-            time.sleep(1.0)
+            time.sleep(1.5)
             # 1. Kraken refuses the session: ESession:Invalid session, connection dropped.
             sim.control.invalidate_tokens(kick=True)
             _wait(lambda: sim.control.stats()["tokens_issued"] > issued, what="new token")
-            _wait(lambda: _private_connections(sim, "v2") == 1, what="reconnect 1")
-            time.sleep(1.0)
+            _wait(lambda: _private_connections(sim, api) == 1, what="reconnect 1")
+            time.sleep(1.5)
             # 2. Tokens silently invalidated, then the link drops: the old token is useless.
             issued = sim.control.stats()["tokens_issued"]
             sim.control.invalidate_tokens(kick=False)
-            sim.control.drop(endpoint="ws_auth_v2")
+            sim.control.drop(endpoint=f"ws_auth_{api}")
             _wait(lambda: sim.control.stats()["tokens_issued"] > issued, what="new token 2")
-            _wait(lambda: _private_connections(sim, "v2") == 1, what="reconnect 2")
-            time.sleep(1.0)
+            _wait(lambda: _private_connections(sim, api) == 1, what="reconnect 2")
+            time.sleep(1.5)
             titles = _titles(proc.pid)
             _freeze(sim)
         finally:
             out, err = _finish(proc)
-        truth = _truth(sim, "v2")
+        ended = _now_us()
+        truth = _truth(sim, api)
         sim_log = "".join(sim.stderr_lines)
     assert 0 < len(truth) < 50
     rows = _recorded(data)
     assert len(rows) == len(set(rows)), "duplicated fills"
-    assert set(rows) == _expected("v2", truth), "missing or wrong fills"
+    assert set(rows) == _expected_fills(api, truth), "missing or wrong fills"
+    _check_fill_stamps(data, started, ended)
     con = db(data)
-    connected = [json.loads(r[0])["url"] for r in con.execute(
-        "SELECT detail FROM events WHERE kind = 'connected'").fetchall()]
-    assert connected.count(sim.urls["ws_auth_v2"]) == 3
-    assert connected.count(sim.urls["ws_v2"]) == 1, "the public connection was disturbed"
+    connected = [(ts, d["url"]) for ts, d in _events(data, "connected")]
+    private = [ts for ts, url in connected if url == sim.urls[f"ws_auth_{api}"]]
+    assert len(private) == 3
+    assert [u for _, u in connected].count(sim.urls[f"ws_{api}"]) == 1, (
+        "the public connection was disturbed")
     # At most the refusal sent with the kick; a stale token presented on a reconnect would
     # show as another refusal and a fourth connection.
-    refusals = [json.loads(r[0])["error"] for r in con.execute(
-        "SELECT detail FROM events WHERE kind = 'subscribe_error'").fetchall()]
+    refusals = [d["error"] for _, d in _events(data, "subscribe_error", "error")]
     assert refusals in ([], ["ESession:Invalid session"])
     assert con.execute("SELECT count(*) FROM trades").fetchone()[0] > 0
-    _assert_no_secret([out, err, sim_log, *titles], tmp_path)
+
+    # Snapshot deduplication across the reconnects: each later snapshot re-sent fills
+    # already recorded (skipped), and the fills made while disconnected came from it.
+    snapshots = [d for _, d in _events(data, "fills_snapshot")]
+    assert len(snapshots) == 3
+    assert all(s["already_recorded"] > 0 for s in snapshots[1:])
+    ended_at = [ts for ts, d in _events(data, "disconnected")
+                if d["reason"] != "stop requested"]
+    ts_snap = con.execute("SELECT epoch_us(ts_exchange), is_snapshot FROM fills").fetchall()
+    in_gaps = [snap for ts, snap in ts_snap
+               if any(a < ts < b for a, b in zip(ended_at, private[1:], strict=False))]
+    assert in_gaps and all(in_gaps), "fills made during a gap come from the next snapshot"
+    assert sum(s["new"] for s in snapshots[1:]) >= len(in_gaps)
+    assert_clean([out, err, sim_log, *titles], [tmp_path], where="recorder/simulator output")
 
 
 def test_wrong_secret_fails_clearly_with_a_nonzero_exit(tmp_path):
@@ -300,7 +469,7 @@ def test_wrong_secret_fails_clearly_with_a_nonzero_exit(tmp_path):
         sim_log = "".join(sim.stderr_lines)
     assert proc.returncode != 0
     assert "EAPI:Invalid signature" in " ".join(proc.stderr.split())  # rich wraps lines
-    _assert_no_secret([proc.stdout, proc.stderr, sim_log], tmp_path)
+    assert_clean([proc.stdout, proc.stderr, sim_log], [tmp_path], where="output")
 
 
 def test_wrong_secret_is_one_line_not_a_traceback(tmp_path):
@@ -314,16 +483,16 @@ def test_wrong_secret_is_one_line_not_a_traceback(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "Kraken refused the request signature" in errors[0]
     assert "Traceback" not in proc.stderr
-    _assert_no_secret([proc.stdout, proc.stderr], tmp_path)
+    assert_clean([proc.stdout, proc.stderr], [tmp_path], where="output")
 
 
 def test_token_command_against_the_simulator(tmp_path):
     target = tmp_path / "WS_Token"
     with _sim() as sim:
         cfg = _config(tmp_path, sim, "v2")
-        run = "import typer\nfrom recorder.token_cli import token\ntyper.run(token)\n"
-        proc = subprocess.run([sys.executable, "-c", run, str(cfg), "--write", str(target)],
-                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([sys.executable, "-m", "recorder", "token", str(cfg), "--write",
+                               str(target)], cwd=ROOT, env=_env(), capture_output=True,
+                              text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
         token = target.read_text()
         assert oct(target.stat().st_mode & 0o777) == "0o600"
@@ -339,4 +508,4 @@ def test_token_command_against_the_simulator(tmp_path):
         finally:
             ws.close()
         assert msg["success"] is True
-    _assert_no_secret([proc.stdout, proc.stderr], tmp_path)
+    assert_clean([proc.stdout, proc.stderr], [tmp_path], where="output")

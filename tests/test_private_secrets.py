@@ -9,9 +9,9 @@ import pytest
 
 from recorder import secrets
 from recorder.secrets import CredentialError
+from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, write_secrets_file
 
-KEY = "K3Y-public-part"
-SECRET = "c2VudGluZWwtc2VjcmV0LXZhbHVlLTEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI="
+KEY, SECRET = SENTINEL_KEY, SENTINEL_SECRET
 
 
 @dataclass
@@ -23,10 +23,8 @@ class Cfg:
 
 
 def _file(tmp_path: Path, text: str, mode: int = 0o600, name: str = "kraken.secrets") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    path.chmod(mode)
-    return path
+    # Registered: the session scan of the temp folder leaves this file (and only it) out.
+    return write_secrets_file(tmp_path / name, text, mode)
 
 
 def test_from_the_environment_variables_the_config_names(monkeypatch, tmp_path):
@@ -57,7 +55,7 @@ def test_a_secret_that_is_not_base64_is_refused_without_quoting_it(monkeypatch):
     f'[kraken]\napi_key = "{KEY}"\napi_secret = "{SECRET}"\n',
     f"# Kraken\nKRAKEN_API_KEY={KEY}\nexport KRAKEN_API_SECRET={SECRET}\n",
     f"api_key='{KEY}'\napi_secret = {SECRET}\n",
-])
+], ids=["toml", "toml-table", "key-value-export", "key-value-quotes"])  # ids: not the secret
 def test_secrets_file_toml_or_key_value(tmp_path, text):
     path = _file(tmp_path, text)
     creds = secrets.from_file(path)

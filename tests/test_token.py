@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -29,11 +30,11 @@ from recorder.kraken.rest import (
 from recorder.kraken.signer import api_sign
 from recorder.secrets import CredentialError, Credentials
 from recorder.token import TokenError, TokenHelper
+from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "TEST-KEY-0123456789"
-SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
-OTHER_SECRET = "c2VudGluZWwtc2VjcmV0LW5vdC10aGUtcmVhbC1vbmUtMDAwMDAwMDAwMDAwMA=="
+# The session's sentinels (tests/sentinel_plugin.py proves they leak nowhere).
+KEY, SECRET, OTHER_SECRET = SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET
 
 
 class FakeKraken:
@@ -304,8 +305,8 @@ def test_concurrent_fresh_callers_each_get_a_token_newer_than_their_call(kraken)
 _CALLS = """
 import sys
 from recorder.kraken.rest import PrivateClient
-from recorder.secrets import Credentials
-client = PrivateClient(sys.argv[1], Credentials(sys.argv[2], sys.argv[3]), nonce_state=sys.argv[4])
+from recorder.secrets import from_env
+client = PrivateClient(sys.argv[1], from_env(), nonce_state=sys.argv[2])
 for _ in range(15):
     client.call("GetWebSocketsToken")
 """
@@ -314,8 +315,9 @@ for _ in range(15):
 def test_processes_sharing_a_key_never_send_a_nonce_out_of_order(kraken, tmp_path):
     # Kraken checks nonces in arrival order: the per-key lock must cover the request too.
     state = str(tmp_path / "nonce")
-    procs = [subprocess.Popen([sys.executable, "-c", _CALLS, kraken.url, KEY, SECRET, state],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    env = {**os.environ, "KRAKEN_API_KEY": KEY, "KRAKEN_API_SECRET": SECRET}  # never argv
+    procs = [subprocess.Popen([sys.executable, "-c", _CALLS, kraken.url, state], cwd=ROOT,
+                              env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:
         _, err = p.communicate(timeout=30)
         assert p.returncode == 0, err

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.sentinel import assert_clean
 from tests.test_token import KEY, OTHER_SECRET, SECRET, FakeKraken
 
 ROOT = Path(__file__).resolve().parents[1]
-# The command as the lead registers it (app.command("token")(token)); run as a real process.
-_RUN = "import typer\nfrom recorder.token_cli import token\ntyper.run(token)\n"
 
 
 def _token_cmd(*args: str, env: dict[str, str] | None = None, umask: int | None = None
@@ -22,8 +21,10 @@ def _token_cmd(*args: str, env: dict[str, str] | None = None, umask: int | None 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
     full_env.update(env or {})
     pre = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.run([sys.executable, "-c", _RUN, *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=30, preexec_fn=pre)
+    # The installed command itself (recorder/cli.py registers it), as a real process.
+    return subprocess.run([sys.executable, "-m", "recorder", "token", *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=30,
+                          preexec_fn=pre)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_prints_the_token_from_environment_credentials(kraken):
     proc = _token_cmd("--rest-url", kraken.url, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == kraken.issued[-1]
-    assert SECRET not in proc.stdout + proc.stderr
+    assert_clean([proc.stdout, proc.stderr], where="the token command's output")
 
 
 def test_write_creates_an_owner_only_file_whatever_the_umask(kraken, tmp_path):
@@ -70,7 +71,7 @@ def test_wrong_secret_is_a_clear_error_and_a_nonzero_exit(kraken):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Invalid signature" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert OTHER_SECRET not in proc.stdout + proc.stderr
+    assert_clean([proc.stdout, proc.stderr], where="the token command's output")
 
 
 def test_missing_permission_names_it(kraken):

@@ -14,6 +14,11 @@ from .config import ConfigError, SimConfig, parse_pairs, parse_speed
 from .faults import DROP_MODES, Rule
 from .tokens import DEMO_API_KEY, DEMO_API_SECRET
 
+# Where the key pair can come from without showing on a command line (SimulatorProcess uses
+# them: a process title is readable by every local user).
+SIM_KEY_ENV = "RECORDER_SIM_API_KEY"
+SIM_SECRET_ENV = "RECORDER_SIM_API_SECRET"
+
 
 def _fail(message: str) -> None:
     typer.echo(f"recorder simulate: error: {message}", err=True)
@@ -38,8 +43,17 @@ def simulate(
     rate: Annotated[float, typer.Option(
         help="Synthetic market messages per second (all pairs), before --speed."
     )] = 200.0,
-    api_key: Annotated[str, typer.Option(help="API key accepted by REST.")] = DEMO_API_KEY,
-    api_secret: Annotated[str, typer.Option(help="Its base64 secret.")] = DEMO_API_SECRET,
+    api_key: Annotated[str, typer.Option(
+        envvar=SIM_KEY_ENV, show_envvar=True, help="API key accepted by REST."
+    )] = DEMO_API_KEY,
+    api_secret: Annotated[str, typer.Option(
+        envvar=SIM_SECRET_ENV, show_envvar=True,
+        help="Its base64 secret. On the command line it shows in the process list: prefer the "
+             "environment variable or --api-secret-file for a secret that matters.",
+    )] = DEMO_API_SECRET,
+    api_secret_file: Annotated[Path | None, typer.Option(
+        help="Read the base64 secret from this file (readable by its owner only)."
+    )] = None,
     token_ttl: Annotated[float, typer.Option(
         help="Seconds a WebSocket token may wait before its first use."
     )] = 900.0,
@@ -132,10 +146,20 @@ def _config(**o: object) -> SimConfig:
     import base64
     import binascii
 
+    secret, where = str(o["api_secret"]), f"--api-secret (or {SIM_SECRET_ENV})"
+    if o["api_secret_file"] is not None:
+        from recorder.secrets import CredentialError, read_private_text
+
+        where = f"--api-secret-file {o['api_secret_file']}"
+        try:
+            secret = read_private_text(Path(str(o["api_secret_file"]))).strip()
+        except CredentialError as exc:
+            raise ConfigError(f"--api-secret-file: {exc}") from None
     try:
-        base64.b64decode(str(o["api_secret"]), validate=True)
+        if not base64.b64decode(secret, validate=True):
+            raise ValueError
     except (binascii.Error, ValueError):
-        raise ConfigError("--api-secret must be base64") from None
+        raise ConfigError(f"the API secret from {where} must be non-empty base64") from None
     corrupt_symbol = parse_pairs(str(o["corrupt_symbol"]), "--corrupt-symbol")[0]
     rules: list[Rule] = []
     if o["drop_after_messages"] is not None or o["drop_after_seconds"] is not None:
@@ -162,7 +186,7 @@ def _config(**o: object) -> SimConfig:
     return SimConfig(
         host=str(o["host"]), port=int(o["port"]), replay=replay, speed=parse_speed(str(o["speed"])),
         seed=o["seed"], pairs=parse_pairs(str(o["pairs"])), rate=float(o["rate"]),
-        api_key=str(o["api_key"]), api_secret=str(o["api_secret"]),
+        api_key=str(o["api_key"]), api_secret=secret,
         token_ttl=float(o["token_ttl"]), fill_rate=float(o["fill_rate"]),
         trade_snapshot_v1=bool(o["trade_snapshot_v1"]), rules=rules,
         reject_subscribes=int(o["reject_subscribes"]),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from .cli import SIM_KEY_ENV, SIM_SECRET_ENV
 from .tokens import DEMO_API_KEY, DEMO_API_SECRET
 
 __all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "SimControl", "SimulatorError", "SimulatorProcess"]
@@ -99,12 +100,16 @@ class SimulatorProcess:
 
     ``urls`` is the simulator's first stdout line; its stderr goes to ``stderr`` (a file
     object, default: this process's stderr) or is kept if ``capture_stderr`` is true.
+    ``api_key`` / ``api_secret`` reach the simulator through its environment variables, never
+    its command line (which every local user can read).
     """
 
     def __init__(self, args: Sequence[str] = (), start_timeout: float = 20.0,
                  stop_timeout: float = 5.0, stderr: IO | None = None,
-                 capture_stderr: bool = False, env: dict[str, str] | None = None) -> None:
+                 capture_stderr: bool = False, env: dict[str, str] | None = None,
+                 api_key: str | None = None, api_secret: str | None = None) -> None:
         self.args = [str(a) for a in args]
+        self._credentials = {SIM_KEY_ENV: api_key, SIM_SECRET_ENV: api_secret}
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._stderr = stderr
@@ -120,6 +125,7 @@ class SimulatorProcess:
         env = dict(os.environ if self._env is None else self._env)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update({k: v for k, v in self._credentials.items() if v is not None})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recorder.simulator", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE if self._capture else self._stderr,
