@@ -38,6 +38,8 @@ class ConfigError(Exception):
     """A config mistake, with the file and key it concerns."""
 
     def __init__(self, path: str | Path, key: str | None, message: str) -> None:
+        # One line per mistake, whatever a message quotes (a TOML parser error, a value).
+        message = " ".join(part.strip() for part in message.splitlines() if part.strip())
         self.path, self.key, self.message = str(path), key, message
         where = f"{self.path}: {key}: " if key else f"{self.path}: "
         super().__init__(where + message)
@@ -142,8 +144,8 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
 
     subs_raw = data.get("subscribe")
     if subs_raw is None:
-        v.fail("subscribe", "no [[subscribe]] entries; add at least one, e.g.\n"
-               "[[subscribe]]\nchannel = \"trade\"\nsymbols = [\"BTC/USD\"]")
+        v.fail("subscribe", "no [[subscribe]] entries; add at least one, e.g. [[subscribe]] "
+               "with channel = \"trade\" and symbols = [\"BTC/USD\"]")
     if not isinstance(subs_raw, list) or not all(isinstance(s, dict) for s in subs_raw):
         v.fail("subscribe", "must be an array of tables ([[subscribe]])")
     subs = tuple(v.subscription(i, s) for i, s in enumerate(subs_raw))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,141 @@ def test_missing_file_and_bad_toml(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[exchange\nname="))
+
+
+# One wrong-typed value for every key: (section, key, bad TOML value, message fragment).
+# ``section`` "subscribe" means the first [[subscribe]] entry of GOOD (a book).
+TYPE_CASES = [
+    ("exchange", "name", "1", "1 is not supported; allowed: kraken"),
+    ("exchange", "api", "2", "2 is not supported; allowed: v1, v2"),
+    ("exchange", "url", "5", "must be a non-empty string, got 5"),
+    ("exchange", "auth_url", "true", "must be a non-empty string, got True"),
+    ("exchange", "rest_url", "[]", "must be a non-empty string, got []"),
+    ("output", "path", "1", "must be a non-empty string, got 1"),
+    ("output", "rotate", "3600", "must be a non-empty string, got 3600"),
+    ("output", "raw", "'yes'", "must be true or false, got 'yes'"),
+    ("output", "max_file_mb", "1.5", "must be an integer, got 1.5"),
+    ("output", "journal_interval", "'1s'", "must be a number, got '1s'"),
+    ("credentials", "api_key_env", "1", "must be a non-empty string, got 1"),
+    ("credentials", "api_secret_env", "{a = 1}", "must be a non-empty string"),
+    ("credentials", "secrets_file", "false", "must be a non-empty string, got False"),
+    ("connection", "stale_after", "'10'", "must be a number, got '10'"),
+    ("connection", "backoff_initial", "true", "must be a number, got True"),
+    ("connection", "backoff_max", "[30]", "must be a number, got [30]"),
+    ("connection", "ping_interval", "'30s'", "must be a number, got '30s'"),
+    ("connection", "resync_timeout", "'10'", "must be a number, got '10'"),
+    ("connection", "resync_attempts", "2.5", "must be an integer, got 2.5"),
+    ("subscribe", "channel", "1", "1 is not a channel; allowed: trade, book"),
+    ("subscribe", "symbols", "[1, 2]", "must be a non-empty list of pair names"),
+    ("subscribe", "depth", "10.0", "10.0 is not a book depth Kraken supports"),
+    ("subscribe", "interval", "'5'", "'5' is not an ohlc interval Kraken supports"),
+]
+
+
+def _with_value(section: str, key: str, value: str) -> str:
+    if section == "subscribe":
+        body = GOOD
+        if key == "interval":  # only the ohlc channel takes one
+            body = body.replace('channel = "book"', 'channel = "ohlc"').replace(
+                "depth = 25\n", "")
+        lines = [ln for ln in body.splitlines() if not ln.startswith(f"{key} =")]
+        i = lines.index("[[subscribe]]")
+        return "\n".join(lines[:i + 1] + [f"{key} = {value}"] + lines[i + 1:]) + "\n"
+    if section == "exchange":
+        lines = [ln for ln in GOOD.splitlines() if not ln.startswith(f"{key} =")]
+        i = lines.index("[exchange]")
+        return "\n".join(lines[:i + 1] + [f"{key} = {value}"] + lines[i + 1:]) + "\n"
+    return GOOD + f"\n[{section}]\n{key} = {value}\n"
+
+
+def test_every_key_has_a_type_case():
+    from recorder.config import _SECTIONS
+
+    covered = {(sec, key) for sec, key, _, _ in TYPE_CASES}
+    assert covered == {(sec, key) for sec, keys in _SECTIONS.items() for key in keys}
+
+
+@pytest.mark.parametrize("section,key,value,fragment", TYPE_CASES,
+                         ids=[f"{c[0]}.{c[1]}" for c in TYPE_CASES])
+def test_wrong_type_of_each_key(tmp_path, section, key, value, fragment):
+    path = _write(tmp_path, _with_value(section, key, value))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    want = f"subscribe[0].{key}" if section == "subscribe" else f"{section}.{key}"
+    assert info.value.key == want
+    assert fragment in info.value.message
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text,key,fragment", [
+    ("exchange = 'kraken'\n" + GOOD.replace("[exchange]\nname = \"kraken\"\napi = \"v2\"\n", ""),
+     "exchange", "must be a table ([exchange])"),
+    ("output = 1\n" + GOOD, "output", "must be a table ([output])"),
+    ("[exchange]\nname = 'kraken'\n[subscribe]\nchannel = 'trade'\n", "subscribe",
+     "must be an array of tables ([[subscribe]])"),
+    ("subscribe = [1, 2]\n[exchange]\nname = 'kraken'\n", "subscribe",
+     "must be an array of tables ([[subscribe]])"),
+])
+def test_wrong_type_of_a_section(tmp_path, text, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert info.value.key == key and fragment in info.value.message
+
+
+@pytest.mark.parametrize("text,key,fragment", CASES)
+def test_every_config_error_is_one_line(tmp_path, text, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert "\n" not in str(info.value) and str(info.value).strip() == str(info.value)
+
+
+def test_toml_syntax_error_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, '[exchange]\nname = "kraken\n'))
+    assert "not valid TOML" in str(info.value) and "\n" not in str(info.value)
+
+
+FILLS = "\n[[subscribe]]\nchannel = 'fills'\n"
+# One case per category through the real CLI: (config text, key, message fragment).
+CLI_CASES = {
+    "unknown key": (GOOD.replace("depth = 25", "depth = 25\ndeep = true"),
+                    "subscribe[0].deep", "unknown key; allowed: channel, depth, interval"),
+    "wrong type": (GOOD + "\n[output]\nraw = 1\n", "output.raw",
+                   "must be true or false, got 1"),
+    "unknown channel": (GOOD.replace('channel = "book"', 'channel = "quotes"'),
+                        "subscribe[0].channel", "'quotes' is not a channel; allowed: trade"),
+    "unlisted pair": (GOOD.replace('"XBT/EUR"', '"NOPE/USD"'), "subscribe[0].symbols",
+                      "'NOPE/USD' is not a pair Kraken lists"),
+    "unsupported depth": (GOOD.replace("depth = 25", "depth = 20"), "subscribe[0].depth",
+                          "allowed: 10, 25, 100, 500, 1000"),
+    "unsupported interval": (GOOD.replace('channel = "book"', 'channel = "ohlc"').replace(
+        "depth = 25", "interval = 2"), "subscribe[0].interval",
+        "allowed: 1, 5, 15, 30, 60, 240, 1440, 10080, 21600"),
+    "missing credentials": (GOOD + FILLS, "credentials",
+                            'the private channel "fills" needs credentials'),
+    "credential variable not set": (
+        GOOD + "\n[credentials]\napi_key_env = 'MR_UNSET_KEY'\n"
+        "api_secret_env = 'MR_UNSET_SECRET'\n" + FILLS, "credentials.api_key_env",
+        "environment variable MR_UNSET_KEY is not set"),
+    "no subscriptions": ("[exchange]\nname = 'kraken'\n", "subscribe",
+                         "no [[subscribe]] entries; add at least one"),
+}
+
+
+@pytest.mark.parametrize("category", list(CLI_CASES))
+def test_cli_reports_each_kind_of_config_error_in_one_line_and_exits_2(tmp_path, category):
+    text, key, fragment = CLI_CASES[category]
+    path = _write(tmp_path, text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MR_UNSET")}
+    proc = subprocess.run([sys.executable, "-m", "recorder", "run", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {path}: {key}: "), lines[0]
+    assert fragment in lines[0]
+    assert not (tmp_path / "data").exists(), "nothing starts before the config is valid"
 
 
 def test_cli_reports_config_error_and_exits_2(tmp_path):
