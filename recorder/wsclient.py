@@ -21,7 +21,8 @@ import websocket
 
 _CHUNK = 256 * 1024
 # A message larger than this is refused (the connection is replaced) rather than buffered:
-# Kraken's largest messages, depth-1000 snapshots, are well under 1 MiB.
+# it bounds what one peer can make us hold (64 MiB). Kraken's largest messages, depth-1000
+# snapshots, are well under 1 MiB, so the margin is wide and only a broken peer reaches it.
 MAX_MESSAGE = 64 << 20
 _TEXT, _BINARY, _CONTINUATION = 0x1, 0x2, 0x0
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
