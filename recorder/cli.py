@@ -167,6 +167,8 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
         collector.stop()
     log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
     collector.run()
+    if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
+        fail(f"{cfg.path}: {collector.failure}")
     log.info("stopped: %d frames, %d book checksums verified, %d resyncs",
              collector.frames, collector.books.verified, collector.resyncs)
     return 0

@@ -32,6 +32,7 @@ from recorder.config import Config
 from recorder.kraken import v1, v2
 from recorder.kraken.common import EXCHANGE, Subscription, detail, new_rows
 from recorder.resync import PendingResync, ResyncTracker
+from recorder.secrets import CredentialError
 from recorder.wsclient import ConnectionClosed, FrameReader, ProtocolError
 
 log = logging.getLogger("recorder.collector")
@@ -41,6 +42,10 @@ log = logging.getLogger("recorder.collector")
 _POLL_SECONDS = 0.2
 _FLUSH_SECONDS = 0.1
 _HEARTBEAT_SECONDS = 5.0
+# Kraken refusing the key this many times in a row when (re)connecting means the key was
+# revoked or lost its permission: the collector stops with ``failure`` set instead of
+# retrying forever (a single refusal may be Kraken's own hiccup).
+CREDENTIAL_REFUSALS_FATAL = 3
 
 
 @dataclass
@@ -108,6 +113,8 @@ class Collector:
         self.heartbeat_path = heartbeat_path
         self._next_heartbeat = 0.0
         self._reqid = 1000
+        self.failure: str | None = None  # why the collector gave up, for a non-zero exit
+        self._refusals = 0
 
     # -- public -----------------------------------------------------------------------
 
@@ -153,6 +160,10 @@ class Collector:
         self.conn_id += 1
         try:
             requests = self.adapter.connect_requests()
+            self._refusals = 0
+        except CredentialError as e:
+            self._credentials_refused(e)
+            return None
         except Exception as e:  # noqa: BLE001 - e.g. a token fetch failed: retry later
             self._event("connect_failed", detail(url=self.url, error=_short(e)))
             log.warning("cannot prepare the connection to %s: %s", self.url, _short(e))
@@ -358,6 +369,20 @@ class Collector:
                                                attempts=entry.attempts if entry else None),
                                         self.conn_id))
         books.recovered.clear()
+
+    def _credentials_refused(self, e: CredentialError) -> None:
+        self._refusals += 1
+        self._event("connect_failed", detail(url=self.url, error=_short(e)))
+        if self._refusals < CREDENTIAL_REFUSALS_FATAL:
+            log.warning("cannot prepare the connection to %s: %s (refusal %d of %d before "
+                        "giving up)", self.url, _short(e), self._refusals,
+                        CREDENTIAL_REFUSALS_FATAL)
+            return
+        self.failure = f"the credentials were refused {self._refusals} times in a row: {_short(e)}"
+        self._event("credentials_refused", detail(url=self.url, error=_short(e),
+                                                  refusals=self._refusals))
+        log.error("%s: %s; not retrying", self.url, self.failure)
+        self.stop_event.set()
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -509,3 +510,79 @@ def test_token_command_against_the_simulator(tmp_path):
             ws.close()
         assert msg["success"] is True
     assert_clean([proc.stdout, proc.stderr], [tmp_path], where="output")
+
+
+class RevokingRest:
+    """A REST front of the simulator's: forwards token requests until ``revoked``, then
+    answers as Kraken does for a deleted key (EAPI:Invalid key)."""
+
+    def __init__(self, target: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.revoked = False
+        self.refused = 0
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.revoked:
+                    front.refused += 1
+                    status, data = 200, b'{"error":["EAPI:Invalid key"]}'
+                else:
+                    req = urllib.request.Request(target + self.path, data=body, method="POST",
+                                                 headers=dict(self.headers.items()))
+                    with urllib.request.urlopen(req, timeout=5) as resp:
+                        status, data = resp.status, resp.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_key_revoked_mid_run_is_a_clear_error_not_endless_retries(tmp_path, api):
+    data = tmp_path / "data"
+    with _sim() as sim:
+        rest = RevokingRest(sim.urls["rest"])
+        try:
+            cfg = _config(tmp_path, sim, api, public=True)
+            cfg.write_text(cfg.read_text().replace(sim.urls["rest"], rest.url))
+            proc = _start(cfg, data)
+            try:
+                _wait(lambda: _private_connections(sim, api) == 1, what="private connection")
+                time.sleep(1.0)
+                rest.revoked = True
+                sim.control.invalidate_tokens(kick=True)  # the reconnect needs a new token
+                # The whole job stops by itself, as it would at start-up with this key.
+                proc.wait(timeout=30)
+            finally:
+                out, err = _finish(proc, expect=2)
+        finally:
+            rest.close()
+        sim_log = "".join(sim.stderr_lines)
+    assert rest.refused == 3, "three refusals in a row, then no more token requests"
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "EAPI:Invalid key" in errors[0], err[-2000:]
+    assert "refused 3 times in a row" in errors[0] and "Traceback" not in err
+    con = db(data)
+    kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY ts_recv").fetchall()]
+    assert kinds.count("connect_failed") == 3
+    assert kinds.count("credentials_refused") == 1 and "collector_failed" in kinds
+    failed = _events(data, "credentials_refused")[0][1]
+    assert failed["refusals"] == 3 and "EAPI:Invalid key" in failed["error"]
+    assert con.execute("SELECT count(*) FROM trades").fetchone()[0] > 0
+    assert_clean([out, err, sim_log], [tmp_path], where="recorder/simulator output")
