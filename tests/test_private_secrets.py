@@ -102,3 +102,46 @@ def test_unreadable_secrets_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", denied)
     with pytest.raises(CredentialError, match="cannot read: Permission denied"):
         secrets.from_file(path)
+
+
+def _simulate(*args: str, env: dict[str, str] | None = None):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    # A port this test holds: a secret that passes validation ends at "cannot listen"
+    # instead of a running simulator.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        return subprocess.run([sys.executable, "-m", "recorder.simulator", "--port", port,
+                               *args], env={**os.environ, **(env or {})},
+                              capture_output=True, text=True, timeout=30)
+
+
+def test_simulator_secret_file_must_be_private_and_base64(tmp_path):
+    path = write_secrets_file(tmp_path / "sim.secret", SECRET + "\n", 0o644)
+    proc = _simulate("--api-secret-file", str(path))
+    assert proc.returncode == 2 and "chmod 600" in proc.stderr
+    path.chmod(0o600)
+    proc = _simulate("--api-secret-file", str(path))
+    assert proc.returncode == 2 and "cannot listen" in proc.stderr
+    path.write_text("not base64!")
+    proc = _simulate("--api-secret-file", str(path))
+    assert proc.returncode == 2 and "must be non-empty base64" in proc.stderr
+    proc = _simulate(env={"RECORDER_SIM_API_SECRET": "not base64!"})
+    assert proc.returncode == 2 and "RECORDER_SIM_API_SECRET" in proc.stderr
+
+
+def test_simulator_process_passes_the_pair_by_environment_only():
+    import psutil
+
+    from recorder.simulator.testing import SimulatorProcess
+    from recorder.token import TokenHelper
+
+    with SimulatorProcess(["--rate", "10"], api_key=KEY, api_secret=SECRET) as sim:
+        title = " ".join(psutil.Process(sim.proc.pid).cmdline())
+        assert "--api-secret" not in title and "--api-key" not in title
+        assert TokenHelper(sim.urls["rest"], KEY, SECRET).fresh()  # the simulator has it

@@ -91,3 +91,20 @@ def test_missing_credentials_and_bad_url(kraken):
 def test_unreachable_rest_is_exit_1(tmp_path):
     proc = _token_cmd("--rest-url", "http://127.0.0.1:9", "--retries", "0", env=_env())
     assert proc.returncode == 1 and "cannot reach" in proc.stderr
+
+
+def test_the_installed_console_script(kraken, tmp_path):
+    # The `recorder` entry point of pyproject.toml, next to this interpreter in the venv.
+    script = Path(sys.executable).with_name("recorder")
+    assert script.is_file(), f"{script} missing: install the project (pip install -e .)"
+    target = tmp_path / "WS_Token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
+    proc = subprocess.run([str(script), "token", "--rest-url", kraken.url, "--write",
+                           str(target)], env={**env, **_env()}, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_text() == kraken.issued[-1]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    proc = subprocess.run([str(script), "token", "--rest-url", kraken.url], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "are not set" in proc.stderr
