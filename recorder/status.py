@@ -33,7 +33,9 @@ from recorder.schema import GAP_EVENT_KINDS, TABLES
 GAP_KINDS = GAP_EVENT_KINDS
 PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
-                 "sink_backpressure", "value_unconvertible", "collector_failed")
+                 "sink_backpressure", "value_unconvertible", "collector_failed",
+                 "events_dropped", "sink_writer_died", "sink_close_incomplete",
+                 "credentials_refused")
 
 _FILE_SOURCE = re.compile(r"-\d{8}T\d{6}Z-(.+)-\d{4,}(?:-\d+)?\.parquet$")
 _SEGMENT_SOURCE = re.compile(r"^[^-]+-\d{4}-\d{2}-\d{2}-(.+)-\d{4,}$")
