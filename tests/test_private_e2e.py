@@ -586,3 +586,79 @@ def test_key_revoked_mid_run_is_a_clear_error_not_endless_retries(tmp_path, api)
     assert failed["refusals"] == 3 and "EAPI:Invalid key" in failed["error"]
     assert con.execute("SELECT count(*) FROM trades").fetchone()[0] > 0
     assert_clean([out, err, sim_log], [tmp_path], where="recorder/simulator output")
+
+
+def _v2_fill(n: int) -> dict:
+    return {"order_id": f"OGAP{n:02d}-AAAAA-BBBBBB", "order_userref": 0,
+            "exec_id": f"EGAP{n:02d}-CCCCC-DDDDDD", "exec_type": "trade", "trade_id": 9000 + n,
+            "symbol": "BTC/USD", "side": "buy", "last_qty": 0.001, "last_price": 60000 + n,
+            "liquidity_ind": "t", "cost": 60.0 + n / 1000, "order_status": "filled",
+            "order_type": "market", "timestamp": f"2026-01-02T03:04:0{n}.000001Z",
+            "fee_usd_equiv": 0.1, "fees": [{"asset": "USD", "qty": 0.1}]}
+
+
+def test_sequence_gap_resubscribes_and_the_snapshot_catches_up(tmp_path):
+    # The simulator never skips a sequence number, so a small private v2 endpoint of the
+    # test's own does: fills 1, 2 (snapshot), 3, then 5 with 4 lost; after the resubscribe,
+    # a snapshot of 1-5. Tokens come from the FakeKraken REST (sentinel credentials).
+    from websockets.sync.server import serve
+
+    from tests.test_token import FakeKraken
+
+    fills = [_v2_fill(n) for n in range(1, 6)]
+    served: list[str] = []
+    tokens: list[str] = []
+
+    def frame(kind: str, data: list[dict], seq: int) -> str:
+        return json.dumps({"channel": "executions", "type": kind, "data": data,
+                           "sequence": seq})
+
+    def handler(ws) -> None:
+        req = json.loads(ws.recv())
+        tokens.append(req["params"]["token"])
+        ws.send(json.dumps({"method": "subscribe", "success": True, "req_id": req.get("req_id"),
+                            "result": {"channel": "executions"}}))
+        if not served:
+            for text in (frame("snapshot", fills[:2], 1), frame("update", fills[2:3], 2),
+                         frame("update", fills[4:5], 4)):
+                ws.send(text)
+        else:
+            ws.send(frame("snapshot", fills, 1))
+        served.append("snapshot")
+        try:
+            while True:  # heartbeats until the recorder hangs up
+                ws.send('{"channel":"heartbeat"}')
+                time.sleep(0.5)
+        except Exception:  # noqa: BLE001 - the recorder closed the connection
+            return
+
+    data = tmp_path / "data"
+    with FakeKraken() as kraken, serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        cfg = tmp_path / "gap.toml"
+        cfg.write_text(f'[exchange]\nname = "kraken"\napi = "v2"\n'
+                       f'auth_url = "ws://127.0.0.1:{port}"\nrest_url = "{kraken.url}"\n'
+                       '[connection]\nbackoff_initial = 0.2\nbackoff_max = 1\n'
+                       '[credentials]\napi_key_env = "TRADER_KEY"\n'
+                       'api_secret_env = "TRADER_SECRET"\n[[subscribe]]\nchannel = "fills"\n')
+        proc = _start(cfg, data)
+        try:
+            _wait(lambda: len(served) == 2, what="the resubscription")
+            time.sleep(1.0)
+        finally:
+            out, err = _finish(proc)
+            server.shutdown()
+    assert len(tokens) == 2 and len(set(tokens)) == 2, "a fresh token for the resubscribe"
+    rows = db(data).execute("SELECT trade_id, exec_id, is_snapshot FROM fills "
+                            "ORDER BY trade_id").fetchall()
+    assert rows == [("9001", "EGAP01-CCCCC-DDDDDD", True), ("9002", "EGAP02-CCCCC-DDDDDD", True),
+                    ("9003", "EGAP03-CCCCC-DDDDDD", False),
+                    ("9004", "EGAP04-CCCCC-DDDDDD", True),  # the lost one, caught up
+                    ("9005", "EGAP05-CCCCC-DDDDDD", False)]
+    (gap,) = [d for _, d in _events(data, "sequence_gap")]
+    assert gap == {"expected": 3, "got": 4, "missed": 1}
+    snapshots = [d for _, d in _events(data, "fills_snapshot")]
+    assert snapshots == [{"received": 2, "new": 2, "already_recorded": 0},
+                         {"received": 5, "new": 1, "already_recorded": 4}]
+    assert_clean([out, err], [tmp_path], where="recorder output")
