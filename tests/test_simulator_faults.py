@@ -143,6 +143,9 @@ def test_status_maintenance_and_back(sim):
     sim.control.set_status("online")
     assert c1.recv_until(lambda m: isinstance(m, dict) and m.get("event") == "systemStatus")[
         "status"] == "online"
+    assert c2.recv_until(lambda m: m.get("channel") == "status")["data"][0]["system"] == (
+        "online")
+    assert sim.control.stats()["status"] == "online"
     c1.close()
     c2.close()
 
@@ -182,3 +185,118 @@ def test_cli_fault_flags_apply_to_every_connection():
             n, code = closed_how(c)
             assert code == 1000 and n <= 31
         assert s.control.stats()["faults"]["drop"] == 2
+
+
+def _quiet_gap(c: Client, limit: float = 10.0) -> float:
+    """The longest silence between two frames until one after a gap of over 0.8 s."""
+    last = time.monotonic()
+    deadline = last + limit
+    while time.monotonic() < deadline:
+        c.recv()
+        now = time.monotonic()
+        if now - last > 0.8:
+            return now - last
+        last = now
+    raise AssertionError("no silence")
+
+
+def _status_of(m: object) -> str | None:
+    return m["status"] if isinstance(m, dict) and m.get("event") == "systemStatus" else None
+
+
+def _flag_drop_after_seconds(s):
+    c = book_client(s, 1)
+    t0 = time.monotonic()
+    n, code = closed_how(c)
+    assert code is None and n > 0 and 0.4 < time.monotonic() - t0 < 5  # abort: no close frame
+
+
+def _flag_stall(s):
+    c = book_client(s, 1)
+    assert _quiet_gap(c) > 1.0  # no data and no heartbeats for the stall's 1.5 s
+    c.recv_until(lambda m: isinstance(m, list))  # then the feed goes on
+    c.close()
+
+
+def _flag_malformed(s):
+    c = book_client(s, 1)
+    raws = [c.ws.recv() for _ in range(12)]
+    bad = []
+    for raw in raws:
+        try:
+            json.loads(raw)
+        except ValueError:
+            bad.append(raw)
+    assert len(bad) == 1
+    c.close()
+
+
+def _flag_corrupt_book(s):
+    c = book_client(s, 1)
+    books = {"XBT/USD": ClientBook(10)}
+    results = []
+    while False not in results and len(results) < 2000:
+        m = c.recv()
+        if isinstance(m, list):
+            ok = v1_book_message(books, m)
+            if ok is not None:
+                results.append(ok)
+    assert results[-1] is False and all(results[:-1]) and len(results) >= 5
+    c.close()
+
+
+def _flag_maintenance(s):
+    c = book_client(s, 1)
+    statuses = []
+    data_while_down = 0
+    deadline = time.monotonic() + 10
+    while statuses != ["maintenance", "online"]:  # the greeting was read by book_client
+        assert time.monotonic() < deadline, statuses
+        m = c.recv()
+        if _status_of(m):
+            statuses.append(_status_of(m))
+        elif isinstance(m, list) and statuses[-1:] == ["maintenance"]:
+            data_while_down += 1
+    assert data_while_down == 0
+    c.recv_until(lambda m: isinstance(m, list))  # the market is back
+    c.close()
+
+
+def _flag_invalidate_tokens(s):
+    from tests.test_simulator_rest import token
+
+    tok = token(s)
+    time.sleep(1.0)
+    c = Client(s.urls["ws_auth_v1"])
+    c.recv()
+    c.send({"event": "subscribe", "subscription": {"name": "ownTrades", "token": tok}})
+    assert c.recv()["errorMessage"] == "ESession:Invalid session"
+    c.send({"event": "subscribe", "subscription": {"name": "ownTrades", "token": token(s)}})
+    assert c.recv()["status"] == "subscribed"  # a new token works
+    c.close()
+
+
+def _flag_reject_subscribes(s):
+    c = Client(s.urls["ws_v2"])
+    c.recv()
+    req = {"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"]}}
+    c.send(req)
+    assert c.recv()["error"] == "Exceeded msg rate"
+    c.send(req)
+    assert c.recv()["success"] is True
+    c.close()
+
+
+@pytest.mark.parametrize("flags, check", [
+    (["--drop-after-seconds", "0.5"], _flag_drop_after_seconds),
+    (["--stall-after-seconds", "0.3", "--stall-seconds", "1.5"], _flag_stall),
+    (["--malformed-after-messages", "5"], _flag_malformed),
+    (["--corrupt-book-after-messages", "8", "--corrupt-symbol", "XBT/USD"], _flag_corrupt_book),
+    (["--maintenance-after-seconds", "0.5", "--maintenance-seconds", "1"], _flag_maintenance),
+    (["--invalidate-tokens-after-seconds", "0.5"], _flag_invalidate_tokens),
+    (["--reject-subscribes", "1"], _flag_reject_subscribes),
+], ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_cli_fault_flag(flags, check):
+    with SimulatorProcess(["--seed", "4", "--rate", "400", *flags]) as s:
+        check(s)
+        assert s.control.stats()  # still serving
