@@ -17,10 +17,12 @@ only watches:
   as it takes, without counting as a start-up failure. Recording resumes when space returns;
 - exit code 2 means "cannot work with this config" (a config mistake, refused
   credentials, an unwritable data directory: ``fail()`` in cli.py). Restarting cannot help,
-  so the supervisor records ``collector_failed``, stops the other collectors (they finish
-  their files) and exits 2. A collector that dies ``max_startup_failures`` times in a row
-  without ever staying up for ``startup_grace`` seconds is treated the same way: a job
-  that cannot start fails clearly at start-up instead of looping;
+  so the supervisor records ``collector_failed``. At start-up it stops the other collectors
+  (they finish their files) and exits 2; later (a key revoked mid-run) the others keep
+  recording and the job exits 2 when it ends. A collector that dies
+  ``max_startup_failures`` times in a row without ever staying up for ``startup_grace``
+  seconds is treated like the start-up case: a job that cannot start fails clearly at
+  start-up instead of looping;
 - SIGTERM and SIGINT are forwarded to every collector as SIGTERM; each finishes its files
   and the supervisor exits 0 when all of them exited cleanly. Collectors still alive after
   ``stop_timeout`` are killed (their journals are recovered on the next start);
@@ -312,7 +314,8 @@ class Supervisor:
             log.error("%s: the collector cannot run (%s, see its error above); not "
                       "restarting it", child.name, child.last_exit)
             self._failed(child, "cannot run: exit code 2 (config, credentials or data "
-                         "directory; see the error above)")
+                         "directory; see the error above)",
+                         mid_run=child.ever_up or uptime >= self.startup_grace)
             return
         if not child.ever_up and uptime < self.startup_grace:
             child.startup_failures += 1
@@ -356,7 +359,10 @@ class Supervisor:
         self._set_state(child, "backoff", restart_in_s=round(delay, 3),
                         reason="the data directory cannot be written for now (disk full?)")
 
-    def _failed(self, child: Child, reason: str) -> None:
+    def _failed(self, child: Child, reason: str, mid_run: bool = False) -> None:
+        """A collector that cannot run. At start-up the job cannot run as configured and
+        stops. Mid-run (a key revoked after weeks of recording) only that collector stops:
+        the others keep recording what they still can, and the job ends with exit 2."""
         child.restart_at = None
         self._set_state(child, "failed", reason=reason)
         self._record_event(child, "collector_failed", {
@@ -364,7 +370,14 @@ class Supervisor:
             "pid": child.previous_pid, "exit": child.last_exit, "reason": reason,
         }, ts=child.last_exit_at)
         self.exit_code = PERMANENT_EXIT
-        if not self.stopping and any(c is not child for c in self.children):
+        others = [c for c in self.children
+                  if c is not child and (c.proc is not None or c.restart_at is not None)]
+        if mid_run and others and not self.stopping:
+            log.error("%s stays stopped; %s keep%s recording (the job will exit 2)",
+                      child.name, ", ".join(c.name for c in others),
+                      "s" if len(others) == 1 else "")
+            return
+        if not self.stopping and others:
             log.error("stopping the other collectors: the job cannot run as configured")
         self._stop_all()
 

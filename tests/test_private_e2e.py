@@ -32,6 +32,7 @@ import pytest
 import websocket
 
 from recorder.simulator.testing import SimulatorProcess
+from recorder.supervisor import read_states
 from recorder.token import TokenHelper
 from tests.e2e import db
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET, assert_clean
@@ -554,7 +555,7 @@ class RevokingRest:
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
-def test_key_revoked_mid_run_is_a_clear_error_not_endless_retries(tmp_path, api):
+def test_key_revoked_mid_run_stops_only_the_private_collector_clearly(tmp_path, api):
     data = tmp_path / "data"
     with _sim() as sim:
         rest = RevokingRest(sim.urls["rest"])
@@ -564,11 +565,20 @@ def test_key_revoked_mid_run_is_a_clear_error_not_endless_retries(tmp_path, api)
             proc = _start(cfg, data)
             try:
                 _wait(lambda: _private_connections(sim, api) == 1, what="private connection")
-                time.sleep(1.0)
+                # Revoked mid-run, after the supervisor counts the collectors as up (a
+                # refusal within the start-up grace stops the whole job, as a bad key does).
+                _wait(lambda: {s["role"]: s["state"] for s in read_states(data)}
+                      == {"public": "running", "private": "running"}, timeout=20,
+                      what="both collectors running")
                 rest.revoked = True
                 sim.control.invalidate_tokens(kick=True)  # the reconnect needs a new token
-                # The whole job stops by itself, as it would at start-up with this key.
-                proc.wait(timeout=30)
+                # The private collector stops for good; the public one keeps recording.
+                _wait(lambda: _events(data, "collector_failed"), timeout=30,
+                      what="collector_failed")
+                trades = db(data).execute("SELECT count(*) FROM trades").fetchone()[0]
+                _wait(lambda: db(data).execute("SELECT count(*) FROM trades").fetchone()[0]
+                      > trades, timeout=15, what="public trades after the failure")
+                assert proc.poll() is None, "the job must keep its public collector"
             finally:
                 out, err = _finish(proc, expect=2)
         finally:

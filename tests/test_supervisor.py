@@ -100,7 +100,7 @@ def test_exit_code_2_is_permanent_and_stops_the_others(tmp_path):
                        "print('error: bad credentials', file=sys.stderr); sys.exit(2)")
         return _py("import time; time.sleep(30)")
 
-    sup = _supervisor(tmp_path, commands, n=2)
+    sup = _supervisor(tmp_path, commands, n=2, startup_grace=3.0)  # fails at start-up
     t0 = time.monotonic()
     assert sup.run() == 2
     assert time.monotonic() - t0 < 5
@@ -108,6 +108,30 @@ def test_exit_code_2_is_permanent_and_stops_the_others(tmp_path):
     states = {s["collector"]: s for s in read_states(tmp_path / "data")}
     assert states["job1-public"]["state"] == "failed"
     assert "exit code 2" in states["job1-public"]["reason"]
+    assert states["job0-public"]["state"] == "stopped"
+    kinds = [r[0] for r in db(tmp_path / "data").execute("SELECT kind FROM events").fetchall()]
+    assert kinds == ["collector_failed"]
+
+
+def test_exit_code_2_mid_run_stops_only_that_collector(tmp_path):
+    # A key revoked after the job has been recording: the private collector exits 2 for
+    # good, the public one keeps recording until the job is stopped, and the job exits 2.
+    def commands(i, attempt):
+        if i == 1:
+            return _py("import sys, time; time.sleep(1.0); "
+                       "print('error: credentials refused 3 times', file=sys.stderr); "
+                       "sys.exit(2)")
+        return _py("import time; time.sleep(30)")
+
+    sup = _supervisor(tmp_path, commands, n=2, startup_grace=0.3)
+    timer = _signal_later(3.0)
+    t0 = time.monotonic()
+    code = sup.run()
+    timer.cancel()
+    assert code == 2 and time.monotonic() - t0 >= 2.9, "job0 ran on until the signal"
+    assert sup.attempts == {0: 1, 1: 1}, "exit code 2 is never retried"
+    states = {s["collector"]: s for s in read_states(tmp_path / "data")}
+    assert states["job1-public"]["state"] == "failed"
     assert states["job0-public"]["state"] == "stopped"
     kinds = [r[0] for r in db(tmp_path / "data").execute("SELECT kind FROM events").fetchall()]
     assert kinds == ["collector_failed"]
