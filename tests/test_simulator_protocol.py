@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from decimal import Decimal
 
 import pytest
 import websocket
 
 from recorder.simulator.testing import SimulatorProcess
-from tests.simulator_helpers import Client
+from tests.simulator_helpers import Client, ClientBook, v1_book_message, v2_book_message
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 PRIV_ON_PUB = "Private data and trading are unavailable on this endpoint. Try ws-auth.kraken.com"
@@ -288,3 +289,104 @@ def test_unknown_path_is_refused(sim):
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(base + "/nope", timeout=2)
     assert json.loads(json.dumps(sim.urls)) == sim.urls
+
+
+def test_v1_book_update_shape():
+    """"c" sits in the last object only; a message that changes both sides has two objects."""
+    with SimulatorProcess(["--seed", "8", "--rate", "3000"]) as s, Client(s.urls["ws_v1"]) as c:
+        c.recv()
+        c.send({"event": "subscribe", "pair": ["XBT/USD"],
+                "subscription": {"name": "book", "depth": 25}})
+        books = {"XBT/USD": ClientBook(25)}
+        two = one = 0
+        while two < 20 or one < 200:
+            m = c.recv()
+            if not isinstance(m, list):
+                continue
+            if "as" in m[1]:
+                assert v1_book_message(books, m) is None
+                continue
+            parts = m[1:-2]
+            assert isinstance(m[0], int) and m[-2:] == ["book-25", "XBT/USD"]
+            assert "c" in parts[-1] and all("c" not in p for p in parts[:-1])
+            if len(parts) == 2:
+                assert set(parts[0]) == {"a"} and set(parts[1]) == {"b", "c"}
+                two += 1
+            else:
+                (side,) = set(parts[0]) - {"c"}
+                assert side in ("a", "b")
+                one += 1
+            assert v1_book_message(books, m)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("depth", [10, 25, 100, 500, 1000])
+def test_book_snapshot_has_depth_levels_per_side(sim, version, depth):
+    with Client(sim.urls[f"ws_v{version}"]) as c:
+        c.recv()
+        if version == 1:
+            c.send({"event": "subscribe", "pair": ["ETH/USD"],
+                    "subscription": {"name": "book", "depth": depth}})
+            snap = c.recv_until(lambda m: isinstance(m, list))
+            assert len(snap[1]["as"]) == len(snap[1]["bs"]) == depth
+            assert snap[-2:] == [f"book-{depth}", "ETH/USD"] and "c" not in snap[1]
+            books = {"ETH/USD": ClientBook(depth)}
+            assert v1_book_message(books, snap) is None
+        else:
+            c.send({"method": "subscribe", "params": {"channel": "book", "depth": depth,
+                                                      "symbol": ["ETH/USD"]}})
+            snap = c.recv_until(lambda m: m.get("channel") == "book")
+            d = snap["data"][0]
+            assert snap["type"] == "snapshot"
+            assert len(d["bids"]) == len(d["asks"]) == depth
+            books = {"ETH/USD": ClientBook(depth)}
+            assert v2_book_message(books, snap)  # the snapshot's checksum verifies too
+        asks = [Decimal(lv[0] if version == 1 else lv["price"])
+                for lv in (snap[1]["as"] if version == 1 else d["asks"])]
+        assert asks == sorted(asks) and len(set(asks)) == depth
+
+
+def test_v2_ticker_bbo_updates_follow_the_book():
+    """event_trigger "bbo": an update whenever the best bid or ask changes, matching the book."""
+    with SimulatorProcess(["--seed", "12", "--rate", "2000"]) as s, \
+            Client(s.urls["ws_v2"]) as c:
+        c.recv()
+        c.send({"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"]}})
+        c.send({"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"],
+                                                  "event_trigger": "bbo"}})
+        books = {"BTC/USD": ClientBook(10)}
+        updates = 0
+        best = None
+        while updates < 50:
+            m = c.recv()
+            if m.get("channel") == "book":
+                assert v2_book_message(books, m)
+                asks, bids = books["BTC/USD"].top()
+                now = (bids[0], asks[0])
+                changed = best is not None and now != best
+                best = now
+                if changed:
+                    t = c.recv()  # the ticker follows the book update that moved the top
+                    assert t["channel"] == "ticker" and t["type"] == "update", t
+                    d = t["data"][0]
+                    assert (d["bid"], d["bid_qty"], d["ask"], d["ask_qty"]) == (
+                        bids[0][0], bids[0][1], asks[0][0], asks[0][1])
+                    updates += 1
+            elif m.get("channel") == "ticker":
+                assert m["type"] == "snapshot" and updates == 0
+
+
+def test_ohlc_interval_defaults_to_one_minute(sim):
+    with Client(sim.urls["ws_v2"]) as c:
+        c.recv()
+        c.send({"method": "subscribe", "params": {"channel": "ohlc", "symbol": ["BTC/USD"]}})
+        ack = control(c)
+        assert ack["success"] is True and ack["result"]["interval"] == 1
+        snap = c.recv_until(lambda m: m.get("channel") == "ohlc")
+        assert snap["data"][0]["interval"] == 1
+    with Client(sim.urls["ws_v1"]) as c:
+        c.recv()
+        c.send({"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "ohlc"}})
+        ack = control(c)
+        assert ack["channelName"] == "ohlc-1" and ack["subscription"] == {"interval": 1,
+                                                                         "name": "ohlc"}
