@@ -287,9 +287,14 @@ class Collector:
                             # The token was refused: reconnect, which fetches a fresh one.
                             return "invalid session"
                     # v1 refuses a rate-limited subscribe with a bare error naming the reqid.
-                    if self.pending_resyncs.pending:
-                        self._resync_refused(control.extra.get("reqid"), control.value,
-                                             ts_recv)
+                    if self.pending_resyncs.pending and self._resync_refused(
+                            control.extra.get("reqid"), control.value, ts_recv):
+                        continue
+                    if refused_for_now(control.value):
+                        # A subscription of this connection refused by a rate limit or a
+                        # busy engine would stay silent until the next reconnect: make it
+                        # now, after the backoff, which sends every subscription again.
+                        return f"subscription refused for now: {control.value}"
             if reader.close_frame is not None:
                 code, why = reader.close_frame
                 return f"closed by peer (code {code}{': ' + why if why else ''})"
@@ -350,7 +355,8 @@ class Collector:
             tracker.sent(entry, self._reqid + 1, now)
         return None
 
-    def _resync_refused(self, reqid: int | None, why: str | None, ts_recv: int) -> None:
+    def _resync_refused(self, reqid: int | None, why: str | None, ts_recv: int) -> bool:
+        """The refusal of a resync's subscribe (retried by the tracker): True if it was."""
         entry = self.pending_resyncs.refused(reqid, time.monotonic())
         if entry is not None:
             self.rows["events"].append((EXCHANGE, ts_recv, "resync_refused", entry.symbol,
@@ -358,6 +364,7 @@ class Collector:
                                                        retry_in_s=round(entry.due
                                                                         - time.monotonic(), 3)),
                                         self.conn_id))
+        return entry is not None
 
     def _recovered(self, ts_recv: int) -> None:
         """Books whose fresh snapshot just arrived: the resync is over."""
@@ -423,6 +430,16 @@ class Collector:
                channel: str | None = None) -> None:
         self.rows["events"].append((EXCHANGE, time.time_ns() // 1000, kind, symbol, channel,
                                     text, self.conn_id))
+
+
+# Kraken's refusals that say "not now" rather than "never" (a pair it does not list, a depth
+# it does not support): its WS rate limit and a busy or unavailable engine.
+_REFUSED_FOR_NOW = ("Exceeded msg rate", "EService:Unavailable", "EService:Busy",
+                    "EGeneral:Temporary lockout", "Rate limit exceeded")
+
+
+def refused_for_now(why: str | None) -> bool:
+    return bool(why) and any(text in why for text in _REFUSED_FOR_NOW)
 
 
 def _short(e: BaseException) -> str:

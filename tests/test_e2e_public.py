@@ -225,6 +225,38 @@ def test_a_pair_refused_at_runtime_leaves_the_others_running(sim, tmp_path, api)
     assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_subscribe_refused_by_the_rate_limit_is_retried(tmp_path, api):
+    """"Exceeded msg rate" says "not now": the refused stream must not stay silent until
+    some later reconnect. The collector reconnects after its backoff and subscribes again."""
+    data = tmp_path / "data"
+    subs = ('[[subscribe]]\nchannel = "book"\nsymbols = ["BTC/USD", "ETH/USD"]\ndepth = 10\n\n'
+            '[[subscribe]]\nchannel = "trade"\nsymbols = ["BTC/USD", "ETH/USD"]\n')
+    with SimulatorProcess(["--seed", "8", "--rate", "300"]) as own:
+        own.control.reject_subscribes(1)  # the first subscribe request of the recorder
+        cfg = write_config(tmp_path, "limited.toml", api, own.urls[f"ws_{api}"], subs)
+        cfg.write_text(cfg.read_text() + "\n[connection]\nbackoff_initial = 0.2\n")
+        proc = run_recorder(cfg, data, 5)
+    assert proc.returncode == 0, proc.stderr
+    con = db(data)
+    events = con.execute("SELECT kind, detail FROM events ORDER BY ts_recv").fetchall()
+    kinds = [k for k, _ in events]
+    # v2 answers the request with success=false; v1 with a bare {"event": "error"}.
+    refused = [json.loads(d) for k, d in events if k != "disconnected"
+               and "Exceeded msg rate" in (d or "")]
+    assert [r["error"] for r in refused] == ["Exceeded msg rate"], events
+    ended = [json.loads(d)["reason"] for k, d in events if k == "disconnected"]
+    assert ended == ["subscription refused for now: Exceeded msg rate"], ended
+    assert kinds.count("connected") == 2
+    last_connect = con.execute("SELECT max(ts_recv) FROM events WHERE kind = 'connected'"
+                               ).fetchone()[0]
+    for table in ("book", "trades"):
+        after = dict(con.execute(f"SELECT symbol, count(*) FROM {table} WHERE ts_recv > ? "
+                                 "GROUP BY symbol", [last_connect]).fetchall())
+        assert set(after) == {"BTC/USD", "ETH/USD"}, table
+    assert con.execute("SELECT count(*) FROM book WHERE verified = false").fetchone()[0] == 0
+
+
 def test_heartbeats_keep_an_idle_connection_from_going_stale(tmp_path):
     """After the replayed capture ends the simulator sends only heartbeats (one a second):
     with stale_after = 2.5 s the connection must stay up, because heartbeats count."""
