@@ -4,6 +4,10 @@ Each book holds the exact price and quantity text per level (the checksum is def
 the wire text) keyed by a numeric sort key. Updates are applied in wire order, each side is
 cut back to the subscribed depth (Kraken sends no delete for levels that fall out of scope),
 then the top 10 of each side are checksummed (see recorder.kraken.checksum).
+
+The keeper also hands out checkpoints (``checkpoint_rows``): every kept level of each book
+that currently verifies, so a rebuild can start there instead of at the last exchange
+snapshot (Kraken sends one only on (re)subscribe; see recorder/rebuild.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass, field
 from recorder.kraken.checksum import checksum_of_top_texts, level_bytes
 from recorder.schema import TABLES, column_index
 
+_EXCHANGE = column_index("book", "exchange")
 _SYMBOL = column_index("book", "symbol")
+_TS_RECV = column_index("book", "ts_recv")
 _SIDE = column_index("book", "side")
 _PRICE = column_index("book", "price")
 _QTY = column_index("book", "qty")
@@ -89,6 +95,12 @@ class Book:
     bids: _Side = field(default_factory=lambda: _Side(-1.0))
     # False from a checksum mismatch until the next snapshot: the book is known to be wrong.
     healthy: bool = True
+    # The first row of the last message applied and what its checksum said (True, False,
+    # None = nothing to compare): a checkpoint is only taken after a verified update.
+    last: tuple | None = None
+    last_ok: bool | None = None
+    # update_id of the last checkpoint written: an unchanged book is not written again.
+    checkpointed: int | None = None
 
     def checksum(self) -> int:
         return checksum_of_top_texts(self.asks.top_text(), self.bids.top_text())
@@ -176,10 +188,13 @@ class BookKeeper:
             (asks if r[_SIDE] == "ask" else bids).apply(r[_PRICE], r[_QTY])
         asks.truncate(book.depth)
         bids.truncate(book.depth)
+        book.last = first
+        book.last_ok = False
         if not book.healthy:
             return False
         expected = first[_CHECKSUM]
         if expected is None:
+            book.last_ok = None
             return None
         computed = book.checksum()
         if computed != expected:
@@ -187,4 +202,33 @@ class BookKeeper:
             self.mismatches += 1
             return Mismatch(symbol, expected, computed, first[_UPDATE_ID])
         self.verified += 1
+        book.last_ok = True
         return True
+
+    def checkpoint_rows(self) -> list[tuple]:
+        """Rows of the ``book_checkpoints`` table: every kept level (both sides, up to the
+        subscribed depth, price and qty text as received) of each book whose last update
+        verified its checksum and that changed since its last checkpoint.
+
+        Never for a book known to be wrong or not checked (a mismatch awaiting its resync
+        snapshot, a v1 snapshot with no update yet): a rebuild seeded from a checkpoint must
+        equal one folded from the snapshot. An empty book is not written (nothing would
+        mark it); a rebuild then starts from an earlier checkpoint or the snapshot.
+        """
+        out: list[tuple] = []
+        for symbol, book in self.books.items():
+            last = book.last
+            if last is None or not book.healthy or book.last_ok is not True:
+                continue
+            update_id = last[_UPDATE_ID]
+            if update_id == book.checkpointed:
+                continue
+            n = len(book.asks.keys) + len(book.bids.keys)
+            if n == 0:
+                continue
+            book.checkpointed = update_id
+            head = (last[_EXCHANGE], symbol, last[_TS_RECV], update_id, book.depth)
+            for name, side in (("ask", book.asks), ("bid", book.bids)):
+                levels = side.levels
+                out.extend(head + (name, levels[k][0], levels[k][1], n) for k in side.keys)
+        return out

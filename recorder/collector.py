@@ -115,6 +115,9 @@ class Collector:
         self._reqid = 1000
         self.failure: str | None = None  # why the collector gave up, for a non-zero exit
         self._refusals = 0
+        # Book checkpoints are taken at flush time, between frames, never per frame.
+        self._checkpoint_every = config.book_checkpoint_seconds
+        self._next_checkpoint = time.monotonic() + self._checkpoint_every
 
     # -- public -----------------------------------------------------------------------
 
@@ -395,6 +398,9 @@ class Collector:
 
     def _flush(self) -> None:
         rows = self.rows
+        if self._checkpoint_every and time.monotonic() >= self._next_checkpoint:
+            self._next_checkpoint = time.monotonic() + self._checkpoint_every
+            rows["book_checkpoints"].extend(self.books.checkpoint_rows())
         for table, pending in rows.items():
             if pending:
                 rows[table] = []

@@ -24,7 +24,7 @@ DEFAULT_REST_URL = "https://api.kraken.com"
 
 _SECTIONS = {
     "exchange": {"name", "api", "url", "auth_url", "rest_url"},
-    "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval"},
+    "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval", "book_checkpoint"},
     "credentials": {"api_key_env", "api_secret_env", "secrets_file"},
     "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
                    "resync_timeout", "resync_attempts"},
@@ -75,6 +75,8 @@ class Config:
     ping_interval: float
     resync_timeout: float = 10.0
     resync_attempts: int = 5
+    # Seconds between book checkpoints (the book_checkpoints table); 0 = none.
+    book_checkpoint_seconds: int = 60
     subscriptions: tuple[SubscriptionConfig, ...] = field(default_factory=tuple)
 
     @property
@@ -141,6 +143,12 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
     raw = v.boolean(output, "output.raw", False)
     max_file_mb = v.number(output, "output.max_file_mb", 256, integer=True, minimum=1)
     journal_interval = v.number(output, "output.journal_interval", 1.0, minimum=0.05)
+    checkpoint_text = v.string(output, "output.book_checkpoint", "1m")
+    try:
+        checkpoint = 0 if checkpoint_text.strip() == "0" else parse_duration(checkpoint_text)
+    except ValueError:
+        v.fail("output.book_checkpoint", f"{checkpoint_text!r} is not a duration; use a number "
+               "with s, m, h or d, e.g. \"1m\" or \"30s\", or \"0\" for no checkpoints")
 
     subs_raw = data.get("subscribe")
     if subs_raw is None:
@@ -179,6 +187,7 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
         resync_timeout=v.number(conn, "connection.resync_timeout", 10.0, minimum=0.5),
         resync_attempts=int(v.number(conn, "connection.resync_attempts", 5, integer=True,
                                      minimum=1)),
+        book_checkpoint_seconds=checkpoint,
         subscriptions=subs,
     )
 

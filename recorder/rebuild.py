@@ -85,13 +85,25 @@ class Book:
 # -- selecting the rows ----------------------------------------------------------------------
 
 
-def _dates(ds: Dataset) -> list[str]:
-    """Every date partition of the book table, newest first."""
-    days = {p.parent.name.removeprefix("date=") for p in ds.files.get("book", [])}
-    pending = ds.pending.get("book")
+def _dates(ds: Dataset, table: str = "book") -> list[str]:
+    """Every date partition of ``table``, newest first."""
+    days = {p.parent.name.removeprefix("date=") for p in ds.files.get(table, [])}
+    pending = ds.pending.get(table)
     if pending is not None:
         days |= {d.isoformat() for d in pending.column("date").unique().to_pylist()}
     return sorted(days, reverse=True)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a rebuild starts: an exchange snapshot, or a checkpoint of the recorder's own
+    book taken after that snapshot (see the module doc)."""
+
+    kind: str          # "snapshot" or "checkpoint"
+    update_id: int     # of the snapshot, or of the last update the checkpoint has applied
+    ts_us: int         # ts_recv of that message
+    depth: int         # the subscribed depth
+    snapshot_us: int   # ts_recv of the snapshot the book started from
 
 
 def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
@@ -112,6 +124,49 @@ def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
     return None
 
 
+def _last_checkpoint(ds: Dataset, symbol: str, depth: int, after_update: int, after_us: int,
+                     at_us: int) -> tuple[int, int] | None:
+    """(update_id, ts_recv µs) of the latest complete checkpoint of ``symbol`` at ``depth``
+    that follows update ``after_update`` and was taken at or before ``at_us``. Complete: all
+    its ``levels`` rows are there, none NULL (a value the sink could not convert), none
+    twice."""
+    if not ds.has_rows("book_checkpoints"):
+        return None
+    day_at, day_after = date_of(at_us), date_of(after_us)
+    for day in _dates(ds, "book_checkpoints"):
+        if day > day_at:
+            continue
+        if day < day_after:
+            break
+        rows = ds.con.execute(
+            "SELECT update_id, epoch_us(min(ts_recv)) FROM book_checkpoints "
+            f"WHERE date = DATE '{day}' AND symbol = {sql_str(symbol)} AND depth = {int(depth)} "
+            f"AND update_id > {int(after_update)} AND ts_recv <= {ts_literal(at_us)} "
+            "GROUP BY update_id HAVING count(*) = min(levels) AND min(levels) = max(levels) "
+            "AND count(price) = count(*) AND count(qty) = count(*) "
+            "ORDER BY update_id DESC LIMIT 1").fetchall()
+        if rows:
+            return rows[0]
+    return None
+
+
+def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = None, *,
+                checkpoints: bool = True) -> Start | None:
+    """Where the book of ``symbol`` at ``at_us`` is rebuilt from: the latest of the last
+    snapshot received at or before ``at_us`` and the checkpoints taken after it at the
+    snapshot's depth; None without a snapshot."""
+    snap = _last_snapshot(ds, symbol, at_us, book_depth)
+    if snap is None:
+        return None
+    update_id, ts_us, depth = (int(v) for v in snap)
+    start = Start("snapshot", update_id, ts_us, depth, ts_us)
+    if checkpoints:
+        cp = _last_checkpoint(ds, symbol, depth, update_id, ts_us, at_us)
+        if cp is not None:
+            start = Start("checkpoint", int(cp[0]), int(cp[1]), depth, ts_us)
+    return start
+
+
 def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int) -> int | None:
     rows = ds.con.execute(
         f"SELECT depth FROM book WHERE symbol = {sql_str(symbol)} AND is_snapshot "
@@ -121,25 +176,49 @@ def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int) -> int | 
     return rows[0][0] if rows else None
 
 
+_BOOK_COLUMNS = "update_id, ts_recv, ts_exchange, side, price, qty, is_snapshot, verified"
+
+
 def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
-              book_depth: int | None = None, qty_text: bool = False, text: bool = False
+              book_depth: int | None = None, qty_text: bool = False, text: bool = False, *,
+              checkpoints: bool = True
               ) -> tuple[pa.Table, int | None, int | None]:
     """The book rows of ``symbol`` needed to know the book from ``start_us`` to ``end_us``
-    (inclusive): from the last snapshot at or before ``start_us`` (or from ``start_us`` if
-    there is none), ordered for application. Returns (rows, subscribed depth, ts_recv of
-    that snapshot)."""
+    (inclusive), ordered for application: from the last snapshot at or before ``start_us``,
+    or from the latest checkpoint after it (its levels first, as one snapshot message with
+    the checkpoint's update_id and ts_recv, verified), or from ``start_us`` if there is no
+    snapshot. The checkpoint stands for its own update, so a series of changes from a
+    checkpoint's instant still reports that update. Returns (rows,
+    subscribed depth, ts_recv of the snapshot the book started from)."""
     if "book" not in ds.tables():
         raise DatasetError(f"no book rows recorded in {ds.data}")
-    snap = _last_snapshot(ds, symbol, start_us, book_depth)
-    if snap is not None:
-        first_update, first_us, depth = snap
-        lower = f"update_id >= {int(first_update)}"
+    start = start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints)
+    if start is not None:
+        first_us, depth = start.ts_us, start.depth
+        lower = f"update_id >= {start.update_id}"
     else:
         first_us, depth = start_us, book_depth or _first_depth(ds, symbol, start_us, end_us)
         lower = f"ts_recv >= {ts_literal(start_us)}"
     if depth is None:
         empty = pa.table({"update_id": pa.array([], pa.int64())})
         return empty, None, None
+    where = f"symbol = {sql_str(symbol)} AND depth = {int(depth)}"
+    parts = []
+    if start is not None and start.kind == "checkpoint":
+        lower = f"update_id > {start.update_id}"
+        day = f"date = DATE '{date_of(start.ts_us)}'"
+        # ts_exchange of the checkpoint's message, as a fold from the snapshot reports it
+        # (the latest of its rows: v1 sends a time per level).
+        tx = (f"(SELECT max(ts_exchange) FROM book WHERE {day} AND {where} "
+              f"AND update_id = {start.update_id})")
+        parts.append(
+            f"SELECT {start.update_id}::BIGINT AS update_id, ts_recv, {tx} AS ts_exchange, side,"
+            " price, qty, true AS is_snapshot, true AS verified, '' AS _file, 0::BIGINT AS _row"
+            f" FROM book_checkpoints WHERE {day} AND {where} AND update_id = {start.update_id}")
+    parts.append(
+        f"SELECT {_BOOK_COLUMNS}, _file, _row FROM ({ds.source_sql('book', order=True)}) "
+        f"WHERE {where} AND {lower} AND ts_recv <= {ts_literal(end_us)} "
+        f"AND date BETWEEN DATE '{date_of(first_us)}' AND DATE '{date_of(end_us)}'")
     qs = ", qty::VARCHAR AS qs" if qty_text else ""
     if text:
         qs += (", rtrim(rtrim(price::VARCHAR, '0'), '.') AS price_text, "
@@ -147,17 +226,18 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
     query = (
         "SELECT update_id, epoch_us(ts_recv) AS t, epoch_us(ts_exchange) AS tx, "
         f"side = 'bid' AS bid, (price * {PRICE_SCALE})::BIGINT AS pk, qty = 0 AS del, "
-        f"is_snapshot AS snap, verified, price, qty{qs} FROM ({ds.source_sql('book', order=True)})"
-        f" WHERE symbol = {sql_str(symbol)} AND depth = {int(depth)} AND {lower} "
-        f"AND ts_recv <= {ts_literal(end_us)} "
-        f"AND date BETWEEN DATE '{date_of(first_us)}' AND DATE '{date_of(end_us)}' "
-        "ORDER BY update_id, _file, _row")
+        f"is_snapshot AS snap, verified, price, qty{qs} FROM ("
+        + " UNION ALL ".join(parts) + ") ORDER BY update_id, _file, _row")
     # One chunk: take() on a table of many small chunks is slow.
     rows = to_arrow(ds.con.sql(query)).combine_chunks()
-    return rows, int(depth), (first_us if snap else None)
+    return rows, int(depth), (start.snapshot_us if start else None)
 
 
 # -- the single pass -------------------------------------------------------------------------
+
+# Rows are turned into Python values one batch at a time, so the pass holds Python objects
+# for one batch, not for every row selected (the Arrow columns themselves stay compact).
+_BATCH_ROWS = 65_536
 
 
 @dataclass
@@ -189,14 +269,7 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
         if grid is None and change_from is None:
             out.add_empty_book()
         return out
-    upd = rows.column("update_id").to_pylist()
-    tim = rows.column("t").to_pylist()
-    bid = rows.column("bid").to_pylist()
-    pk = rows.column("pk").to_pylist()
-    dele = rows.column("del").to_pylist()
-    snap = rows.column("snap").to_pylist()
-    ver = rows.column("verified").to_pylist()
-    qs = rows.column("qs").to_pylist() if "qs" in rows.column_names else None
+    qs_col = rows.column("qs") if "qs" in rows.column_names else None
 
     asks: dict[int, int] = {}
     bids: dict[int, int] = {}
@@ -205,13 +278,17 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
     have = False
     state_ok: bool | None = None
     g_list = list(grid) if grid is not None else []
+    g_n = len(g_list)
     g = 0
     last_msg = (0, 0)
-    # The last top emitted in change mode: row numbers, keys, flag.
+    last_t = 0
+    # The last top emitted in change mode: row numbers, keys, qty text, flag.
     last_a: list[int] | None = None
     last_b: list[int] | None = None
     last_keys: tuple = ()
+    last_q: tuple = ()
     last_ok: bool | None = None
+    change = change_from is not None
 
     def emit(when: int, a_idx: list[int] | None = None, b_idx: list[int] | None = None
              ) -> None:
@@ -223,69 +300,98 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
         out.bids.append([bids[k] for k in bk[:levels]] if b_idx is None else b_idx)
         out.verified.append(state_ok)
 
-    i = 0
-    while i < n:
-        u = upd[i]
-        tm = tim[i]
-        while g < len(g_list) and g_list[g] < tm:
-            if have:
-                emit(g_list[g])
-            g += 1
-        if snap[i]:
-            asks.clear()
-            bids.clear()
-            ak.clear()
-            bk.clear()
-            have = True
-        j = i
-        while j < n and upd[j] == u:
-            if have:
-                if bid[j]:
-                    d, keys, k = bids, bk, -pk[j]
-                else:
-                    d, keys, k = asks, ak, pk[j]
-                if dele[j]:
-                    if d.pop(k, None) is not None:
-                        del keys[bisect_left(keys, k)]
-                else:
-                    if k not in d:
-                        insort(keys, k)
-                    d[k] = j
-            j += 1
-        if have:
-            if len(ak) > depth:
-                for k in ak[depth:]:
-                    del asks[k]
-                del ak[depth:]
-            if len(bk) > depth:
-                for k in bk[depth:]:
-                    del bids[k]
-                del bk[depth:]
-            state_ok = ver[i]
-            last_msg = (i, j)
-            if change_from is not None and tm >= change_from:
-                a_idx = [asks[k] for k in ak[:levels]]
-                b_idx = [bids[k] for k in bk[:levels]]
-                if a_idx != last_a or b_idx != last_b or state_ok != last_ok:
-                    keys = (ak[:levels], bk[:levels])
-                    # Same levels, new rows: a change only if a quantity differs (a level
-                    # re-sent with the same quantity changes nothing).
-                    changed = (last_a is None or state_ok != last_ok or keys != last_keys
-                               or any(qs[x] != qs[y] for x, y in zip(a_idx, last_a,
-                                                                      strict=True))
-                               or any(qs[x] != qs[y] for x, y in zip(b_idx, last_b,
-                                                                      strict=True)))
-                    if changed:
-                        emit(tm, a_idx, b_idx)
-                    last_a, last_b, last_keys, last_ok = a_idx, b_idx, keys, state_ok
-        i = j
-    while g < len(g_list):
+    # The message being applied: its update_id, first row, time and flag.
+    cur: int | None = None
+    m_start = 0
+    m_t = 0
+    m_ok: bool | None = None
+    qtext: dict[int, str] = {}  # change mode: qty text of the rows a kept level points at
+
+    def finish(j: int) -> None:
+        """The message [m_start, j) is applied: cut back to depth, note it, maybe emit."""
+        nonlocal state_ok, last_msg, last_a, last_b, last_keys, last_q, last_ok, last_t
+        if len(ak) > depth:
+            for k in ak[depth:]:
+                qtext.pop(asks.pop(k), None)
+            del ak[depth:]
+        if len(bk) > depth:
+            for k in bk[depth:]:
+                qtext.pop(bids.pop(k), None)
+            del bk[depth:]
+        state_ok = m_ok
+        last_msg = (m_start, j)
+        last_t = m_t
+        if change and m_t >= change_from:
+            a_idx = [asks[k] for k in ak[:levels]]
+            b_idx = [bids[k] for k in bk[:levels]]
+            if a_idx != last_a or b_idx != last_b or state_ok != last_ok:
+                keys = (ak[:levels], bk[:levels])
+                q = (tuple(qtext[x] for x in a_idx), tuple(qtext[x] for x in b_idx))
+                # Same levels, new rows: a change only if a quantity differs (a level
+                # re-sent with the same quantity changes nothing).
+                if last_a is None or state_ok != last_ok or keys != last_keys or q != last_q:
+                    emit(m_t, a_idx, b_idx)
+                last_a, last_b, last_keys, last_q, last_ok = a_idx, b_idx, keys, q, state_ok
+
+    base = 0
+    for batch in rows.to_batches(max_chunksize=_BATCH_ROWS):
+        upd = batch.column("update_id").to_pylist()
+        tim = batch.column("t").to_pylist()
+        bid = batch.column("bid").to_pylist()
+        pk = batch.column("pk").to_pylist()
+        dele = batch.column("del").to_pylist()
+        snap = batch.column("snap").to_pylist()
+        ver = batch.column("verified").to_pylist()
+        qs = (qs_col.slice(base, len(upd)).to_pylist() if qs_col is not None and change
+              else None)
+        for r, u in enumerate(upd):
+            j = base + r
+            if u != cur:
+                if cur is not None and have:
+                    finish(j)
+                cur, m_start, m_t, m_ok = u, j, tim[r], ver[r]
+                while g < g_n and g_list[g] < m_t:
+                    if have:
+                        emit(g_list[g])
+                    g += 1
+                if snap[r]:
+                    asks.clear()
+                    bids.clear()
+                    ak.clear()
+                    bk.clear()
+                    qtext.clear()
+                    have = True
+            if not have:
+                continue
+            if bid[r]:
+                d, keys, k = bids, bk, -pk[r]
+            else:
+                d, keys, k = asks, ak, pk[r]
+            if dele[r]:
+                old = d.pop(k, None)
+                if old is not None:
+                    del keys[bisect_left(keys, k)]
+                    if qs is not None:
+                        qtext.pop(old, None)
+            else:
+                old = d.get(k)
+                if old is None:
+                    insort(keys, k)
+                elif qs is not None:
+                    qtext.pop(old, None)
+                d[k] = j
+                if qs is not None:
+                    qtext[j] = qs[r]
+        base += len(upd)
+    if cur is not None and have:
+        finish(n)
+    while g < g_n:
         if have:
             emit(g_list[g])
         g += 1
     if grid is None and change_from is None:
         if have:
-            emit(tim[last_msg[0]])
+            emit(last_t)
         else:
             out.add_empty_book()
     return out
@@ -298,16 +404,24 @@ def _take(col: pa.ChunkedArray | pa.Array, idx: list[int | None]) -> pa.Array:
 def _msg_times(rows: pa.Table, em: _Emit) -> tuple[list[int | None], list[int | None]]:
     """ts_recv and ts_exchange (the latest of the message's rows: v1 sends one per level) of
     the last message applied for each emission."""
-    if rows.num_rows == 0:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if rows.num_rows == 0 or not em.msg:
         return [None] * len(em.msg), [None] * len(em.msg)
-    tim = rows.column("t")
-    tx = rows.column("tx").to_pylist()
-    recv = _take(tim, [i for i, _ in em.msg]).to_pylist()
-    exch: list[int | None] = []
-    for i, j in em.msg:
-        vals = [v for v in tx[i:j] if v is not None]
-        exch.append(max(vals) if vals else None)
-    return recv, exch
+    first = np.fromiter((i for i, _ in em.msg), np.int64, len(em.msg))
+    empty = np.fromiter((i == j for i, j in em.msg), np.bool_, len(em.msg))
+    recv = rows.column("t").take(pa.array(first)).to_pylist()
+    # The latest ts_exchange of each message, computed once per message in numpy.
+    low = np.iinfo(np.int64).min
+    tx = pc.fill_null(rows.column("tx"), low).to_numpy()
+    upd = rows.column("update_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, upd[1:] != upd[:-1]])
+    latest = np.maximum.reduceat(tx, starts)
+    msg_of = np.searchsorted(starts, first, side="right") - 1
+    exch = latest[msg_of]
+    mask = (exch == low) | empty
+    return recv, pa.array(exch, mask=mask).to_pylist()
 
 
 def _ts_array(values: list[int | None]) -> pa.Array:
@@ -356,15 +470,17 @@ def _check_unverified(unverified: str) -> bool:
 
 
 def book_at(ds: Dataset, symbol: str, at: Any, depth: int = 10,
-            book_depth: int | None = None) -> Book:
+            book_depth: int | None = None, *, checkpoints: bool = True) -> Book:
     """The top ``depth`` levels of ``symbol``'s book after every message received at or before
     ``at``. ``book_depth`` picks the subscribed depth when several were recorded (default:
-    that of the last snapshot)."""
+    that of the last snapshot). ``checkpoints=False`` folds from the snapshot even when a
+    checkpoint is nearer (the result is the same, only slower)."""
     at_us = parse_time(at, "at")
     if at_us is None:
         raise DatasetError("at: a time is required")
     _check_levels(depth)
-    rows, sub_depth, snap_us = book_rows(ds, symbol, at_us, at_us, book_depth)
+    rows, sub_depth, snap_us = book_rows(ds, symbol, at_us, at_us, book_depth,
+                                         checkpoints=checkpoints)
     book = Book(symbol, to_datetime(at_us), depth=sub_depth)
     if sub_depth is None or snap_us is None:
         return book
@@ -384,21 +500,23 @@ def book_at(ds: Dataset, symbol: str, at: Any, depth: int = 10,
 
 def book_snapshots(ds: Dataset, symbol: str, start: Any, end: Any, interval: Any = "1s",
                    depth: int = 25, book_depth: int | None = None,
-                   unverified: str = "flag") -> pa.Table:
+                   unverified: str = "flag", *, checkpoints: bool = True) -> pa.Table:
     """Top-``depth`` snapshots of ``symbol``: at every multiple of ``interval`` in
     [start, end) (``interval=None``: after every message in [start, end) that changed the top
     ``depth``). Columns: symbol, ts (the snapshot's time: the grid time, or the message's
     ts_recv), ts_exchange and last_update (exchange time and ts_recv of the last message
     applied), verified, then ask_price_0, ask_qty_0, bid_price_0, bid_qty_0, ask_price_1, ...
-    Times before the first snapshot have no row."""
+    Times before the first snapshot have no row. ``checkpoints``: as in book_at()."""
     start_us, end_us = parse_time(start, "start"), parse_time(end, "end")
     if start_us is None or end_us is None:
         raise DatasetError("start and end are required for a series of book snapshots")
-    return _series(ds, symbol, start_us, end_us, interval, depth, book_depth, unverified)
+    return _series(ds, symbol, start_us, end_us, interval, depth, book_depth, unverified,
+                   checkpoints=checkpoints)
 
 
 def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any, depth: int,
-            book_depth: int | None, unverified: str, text: bool = False) -> pa.Table:
+            book_depth: int | None, unverified: str, text: bool = False, *,
+            checkpoints: bool = True) -> pa.Table:
     """book_snapshots() on microseconds; ``text``: levels as plain decimal text (for CSV)."""
     if end_us <= start_us:
         raise DatasetError("end must be after start")
@@ -406,13 +524,13 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
     skip = _check_unverified(unverified)
     if interval is None:
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       qty_text=True, text=text)
+                                       qty_text=True, text=text, checkpoints=checkpoints)
         em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip)
     else:
         iv = parse_interval(interval)
         first = -(-start_us // iv) * iv
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       text=text)
+                                       text=text, checkpoints=checkpoints)
         em = _fold(rows, sub_depth or 1, depth, grid=range(first, end_us, iv),
                    skip_unverified=skip)
     recv, exch = _msg_times(rows, em)
@@ -437,7 +555,8 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
 
 
 def quotes(ds: Dataset, symbol: str, start: Any = None, end: Any = None,
-           book_depth: int | None = None, unverified: str = "flag") -> pa.Table:
+           book_depth: int | None = None, unverified: str = "flag", *,
+           checkpoints: bool = True) -> pa.Table:
     """Every change of the best bid or ask (price or quantity) of ``symbol`` in [start, end),
     from the rebuilt book. Columns: symbol, ts_recv, ts_exchange, bid_price, bid_qty,
     ask_price, ask_qty, verified."""
@@ -448,7 +567,8 @@ def quotes(ds: Dataset, symbol: str, start: Any = None, end: Any = None,
             raise DatasetError(f"no book rows for {symbol!r} in {ds.data}")
         start_us = parse_time(lo) if start_us is None else start_us
         end_us = parse_time(hi) + 1 if end_us is None else end_us
-    snaps = _series(ds, symbol, start_us, end_us, None, 1, book_depth, unverified)
+    snaps = _series(ds, symbol, start_us, end_us, None, 1, book_depth, unverified,
+                    checkpoints=checkpoints)
     return pa.table({
         "symbol": snaps.column("symbol"),
         "ts_recv": snaps.column("ts"),

@@ -10,6 +10,14 @@ the source is taken from the file name (``<first>-<last>-<source>-<seq>.parquet`
 sinks/layout.py): a recovered journal segment keeps its writer's source and seq, so its file
 belongs to the same stream. Within a source the files follow ``seq``; the sources are merged
 by ``ts_recv``.
+
+Book checkpoints are regenerated too, from the re-run book keepers: the collector takes one
+every ``[output] book_checkpoint`` of wall-clock time at a flush, here one is taken every
+``checkpoint_us`` of recorded ``ts_recv`` (before the first frame past each boundary, so
+between frames, as live). The instants differ from the original run's, which is harmless: any
+checkpoint of a verified book is the book after its update_id, and rebuilds only need one
+shortly before the moment asked for. The old checkpoints are not copied: they describe the
+old parse.
 """
 
 from __future__ import annotations
@@ -97,10 +105,12 @@ class _Session:
 
 
 def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
-                progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                progress: Callable[[int], None] | None = None,
+                checkpoint_us: int = 60_000_000) -> dict[str, int]:
     """Parse every raw frame under ``data`` again; hand the rows to ``write(table, rows)``.
 
-    Returns the number of rows produced per table. ``raw`` itself is not rewritten.
+    Returns the number of rows produced per table. ``raw`` itself is not rewritten. Book
+    checkpoints are taken every ``checkpoint_us`` of recorded time (0: none).
     """
     counts: dict[str, int] = {}
     out = new_rows()
@@ -109,7 +119,15 @@ def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
     sessions: dict[tuple[str, int, str], _Session] = {}
     latest: dict[str, int] = {}
     update_id = 0
+    next_checkpoint: int | None = None
     for n, (source, conn_id, ts, endpoint, frame) in enumerate(raw_frames(data), 1):
+        if checkpoint_us:
+            if next_checkpoint is None:
+                next_checkpoint = ts + checkpoint_us
+            elif ts >= next_checkpoint:
+                for s in sessions.values():
+                    out["book_checkpoints"].extend(s.books.checkpoint_rows())
+                next_checkpoint = ts + checkpoint_us
         key = (source, conn_id, endpoint)
         session = sessions.get(key)
         if session is None:

@@ -92,6 +92,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "is_snapshot:bool update_id:int64 checksum:uint32 republish:bool depth:int32 "
         "verified:bool"
     ),
+    # The whole kept book of one symbol (every level up to the subscribed depth, both
+    # sides), written by the collector every [output] book_checkpoint while the book
+    # verifies. update_id and ts_recv are those of the last update applied: book rows with
+    # a greater update_id follow it. levels is the checkpoint's row count (both sides), so a
+    # reader can tell a complete checkpoint. Rebuilds start from the latest one.
+    "book_checkpoints": _cols(
+        "exchange:str symbol:str ts_recv:ts_us update_id:int64 depth:int32 side:str "
+        "price:price qty:qty levels:int32"
+    ),
     "spread": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid_price:price bid_qty:qty "
         "ask_price:price ask_qty:qty"

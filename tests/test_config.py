@@ -64,6 +64,11 @@ CASES = [
      "only the book channel takes a depth"),
     (GOOD + "\n[output]\nrotate = 'hourly'\n", "output.rotate", "is not a duration"),
     (GOOD + "\n[output]\nraw = 'yes'\n", "output.raw", "must be true or false"),
+    (GOOD + "\n[output]\nbook_checkpoint = 'often'\n", "output.book_checkpoint",
+     "'often' is not a duration; use a number with s, m, h or d, e.g. \"1m\" or \"30s\", "
+     "or \"0\" for no checkpoints"),
+    (GOOD + "\n[output]\nbook_checkpoint = '-5s'\n", "output.book_checkpoint",
+     "is not a duration"),
     (GOOD + "\n[[subscribe]]\nchannel = 'fills'\n", "credentials",
      "the private channel \"fills\" needs credentials"),
     (GOOD + "\n[[subscribe]]\nchannel = 'book'\nsymbols = ['BTC/USD']\ndepth = 100\n",
@@ -83,6 +88,12 @@ def test_config_errors_name_file_key_and_allowed(tmp_path, text, key, fragment):
     assert err.key == key
     assert fragment in err.message
     assert str(path) in str(err)
+
+
+@pytest.mark.parametrize("text,seconds", [(None, 60), ("30s", 30), ("2h", 7200), ("0", 0)])
+def test_book_checkpoint_interval(tmp_path, text, seconds):
+    body = GOOD if text is None else GOOD + f"\n[output]\nbook_checkpoint = '{text}'\n"
+    assert load_config(_write(tmp_path, body)).book_checkpoint_seconds == seconds
 
 
 def test_interval_error(tmp_path):
@@ -130,6 +141,7 @@ TYPE_CASES = [
     ("output", "raw", "'yes'", "must be true or false, got 'yes'"),
     ("output", "max_file_mb", "1.5", "must be an integer, got 1.5"),
     ("output", "journal_interval", "'1s'", "must be a number, got '1s'"),
+    ("output", "book_checkpoint", "60", "must be a non-empty string, got 60"),
     ("credentials", "api_key_env", "1", "must be a non-empty string, got 1"),
     ("credentials", "api_secret_env", "{a = 1}", "must be a non-empty string"),
     ("credentials", "secrets_file", "false", "must be a non-empty string, got False"),
