@@ -82,7 +82,7 @@ def test_parse_rejects_an_error_answer():
         parse_asset_pairs({"error": ["EQuery:Unknown asset pair"]})
 
 
-def test_update_then_configs_accept_every_listed_pair(tmp_path, rest_server):
+def test_update_then_configs_accept_every_listed_pair(tmp_path, rest_server, monkeypatch):
     url, paths = rest_server
     cache = tmp_path / "cache"
     cfg = _config(tmp_path, '["AAVE/AUD", "XBT/USD"]')
@@ -100,14 +100,11 @@ def test_update_then_configs_accept_every_listed_pair(tmp_path, rest_server):
     assert "AAVE/AUD" in updated.stdout and "cached" in updated.stdout
     assert "XBT/USD" not in updated.stdout  # --search filters
 
-    os.environ["MARKET_RECORDER_CACHE"] = str(cache)
-    try:
-        loaded = load_config(cfg)
-        assert loaded.subscriptions[0].symbols == ("AAVE/AUD", "BTC/USD")
-        with pytest.raises(ConfigError, match="fetched by `recorder pairs --update`"):
-            load_config(_config(tmp_path, '["NOPE/USD"]'))
-    finally:
-        del os.environ["MARKET_RECORDER_CACHE"]
+    monkeypatch.setenv("MARKET_RECORDER_CACHE", str(cache))
+    loaded = load_config(cfg)
+    assert loaded.subscriptions[0].symbols == ("AAVE/AUD", "BTC/USD")
+    with pytest.raises(ConfigError, match="fetched by `recorder pairs --update`"):
+        load_config(_config(tmp_path, '["NOPE/USD"]'))
 
 
 def test_update_failure_is_one_line(tmp_path):
