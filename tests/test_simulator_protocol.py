@@ -390,3 +390,22 @@ def test_ohlc_interval_defaults_to_one_minute(sim):
         ack = control(c)
         assert ack["channelName"] == "ohlc-1" and ack["subscription"] == {"interval": 1,
                                                                          "name": "ohlc"}
+
+
+def test_a_client_that_vanishes_is_not_written_to():
+    """A busy feed to a client that closed its socket: the simulator stops writing at once
+    (asyncio would log a warning for every frame written after the peer went away)."""
+
+    with SimulatorProcess(["--seed", "3", "--rate", "20000"], capture_stderr=True) as sim:
+        for _ in range(2):
+            ws = websocket.create_connection(sim.urls["ws_v2"])
+            for channel, extra in (("book", {"depth": 10}), ("trade", {})):
+                ws.send(json.dumps({"method": "subscribe", "params": {
+                    "channel": channel, "symbol": ["BTC/USD", "ETH/USD"], **extra}}))
+            for _ in range(200):
+                ws.recv()
+            ws.sock.close()  # no close frame
+            time.sleep(1.0)
+        noise = [ln for ln in sim.stderr_lines
+                 if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
+    assert noise == []

@@ -78,15 +78,31 @@ class Session:
     def send_text(self, text: str, channel: str = "control") -> None:
         self.send(encode(text), channel)
 
+    def _gone(self) -> bool:
+        """The client is gone (or half-closed): writing on would only make asyncio log a
+        warning per frame until the connection handler notices."""
+        if not self.closed and self.transport.is_closing():
+            self.closed = True
+        return self.closed
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.transport.write(data)
+        except RuntimeError:  # "Cannot call write() after write_eof()": the peer closed
+            self.closed = True
+            return False
+        return True
+
     def send(self, frame: bytes, channel: str = "control", count: int = 1) -> None:
-        if self.closed:
+        if self._gone():
             return
         if self.stall_until:
             if self.stalled:
                 self.held.append((frame, channel))
                 return
             self.stall_until = 0.0
-        self.transport.write(frame)
+        if not self._write(frame):
+            return
         self.sent += count
         self.last_send = time.monotonic()
         self.sim.stats.count(self.endpoint, channel, count)
@@ -98,9 +114,8 @@ class Session:
 
     def send_chunk(self, data: bytes, n: int, counts: dict[str, int]) -> None:
         """Many pre-encoded frames at once (--speed max); fault triggers fire per chunk."""
-        if self.closed:
+        if self._gone() or not self._write(data):
             return
-        self.transport.write(data)
         self.sent += n
         self.last_send = time.monotonic()
         for channel, k in counts.items():
