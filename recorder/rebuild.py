@@ -16,14 +16,24 @@ Book semantics (the same as the recorder's own book keeper, recorder/book.py):
   known to be wrong (a checksum mismatch, until the resync snapshot). ``unverified="skip"``
   leaves such snapshots out.
 
-How it is computed: DuckDB selects the rows needed (from the last snapshot at or before the
-start, partitions pruned by date, ordered by ``update_id`` and file position) and turns each
-price into an exact integer key; a single pass over those integer columns keeps the levels as
-row numbers; the output is then assembled in Arrow with ``take`` from the exact decimal
-columns, so prices and quantities come back exactly as recorded. The pass itself is a Python
-loop per row: cutting each side back to ``depth`` after every message makes a level's presence
-depend on the whole history since the snapshot, which no set-based SQL formulation expresses
-exactly (last-value-per-price keeps levels that silently left the book's scope).
+Where it starts: the last snapshot at or before the start, or the latest checkpoint taken
+after it (``book_checkpoints``: the collector's own book, whole, written every ``[output]
+book_checkpoint`` while it verifies) at or before the start, same symbol and depth. The
+checkpoint's levels go in front of the later rows as one snapshot message with the
+checkpoint's update_id, ts_recv and the ts_exchange of that update, verified: the fold from
+there is the fold from the snapshot, minus the rows it has already applied. Kraken sends
+snapshots only on (re)subscribe, so without checkpoints a book late in a week is a week of
+rows.
+
+How it is computed: DuckDB selects the rows needed (from that start, partitions pruned by
+date, ordered by ``update_id`` and file position) and turns each price into an exact integer
+key; a single pass over those integer columns (Python values one Arrow batch at a time)
+keeps the levels as row numbers; the output is then assembled in Arrow with ``take`` from the
+exact decimal columns, so prices and quantities come back exactly as recorded. The pass
+itself is a Python loop per row: cutting each side back to ``depth`` after every message
+makes a level's presence depend on the whole history since the snapshot, which no set-based
+SQL formulation expresses exactly (last-value-per-price keeps levels that silently left the
+book's scope).
 """
 
 from __future__ import annotations
