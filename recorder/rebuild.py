@@ -161,17 +161,20 @@ def _last_checkpoint(ds: Dataset, symbol: str, depth: int, after_update: int, af
 
 
 def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = None, *,
-                checkpoints: bool = True) -> Start | None:
+                checkpoints: bool = True, checkpoint_before: int | None = None
+                ) -> Start | None:
     """Where the book of ``symbol`` at ``at_us`` is rebuilt from: the latest of the last
     snapshot received at or before ``at_us`` and the checkpoints taken after it at the
-    snapshot's depth; None without a snapshot."""
+    snapshot's depth (and before ``checkpoint_before``, if given); None without a
+    snapshot."""
     snap = _last_snapshot(ds, symbol, at_us, book_depth)
     if snap is None:
         return None
     update_id, ts_us, depth = (int(v) for v in snap)
     start = Start("snapshot", update_id, ts_us, depth, ts_us)
     if checkpoints:
-        cp = _last_checkpoint(ds, symbol, depth, update_id, ts_us, at_us)
+        limit = at_us if checkpoint_before is None else min(at_us, checkpoint_before - 1)
+        cp = _last_checkpoint(ds, symbol, depth, update_id, ts_us, limit)
         if cp is not None:
             start = Start("checkpoint", int(cp[0]), int(cp[1]), depth, ts_us)
     return start
@@ -191,18 +194,22 @@ _BOOK_COLUMNS = "update_id, ts_recv, ts_exchange, side, price, qty, is_snapshot,
 
 def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
               book_depth: int | None = None, qty_text: bool = False, text: bool = False, *,
-              checkpoints: bool = True
+              checkpoints: bool = True, changes: bool = False
               ) -> tuple[pa.Table, int | None, int | None]:
     """The book rows of ``symbol`` needed to know the book from ``start_us`` to ``end_us``
     (inclusive), ordered for application: from the last snapshot at or before ``start_us``,
     or from the latest checkpoint after it (its levels first, as one snapshot message with
     the checkpoint's update_id and ts_recv, verified), or from ``start_us`` if there is no
-    snapshot. The checkpoint stands for its own update, so a series of changes from a
-    checkpoint's instant still reports that update. Returns (rows,
+    snapshot. ``changes``: for a series of changes from ``start_us``, which only a
+    checkpoint older than ``start_us`` can start. Returns (rows,
     subscribed depth, ts_recv of the snapshot the book started from)."""
     if "book" not in ds.tables():
         raise DatasetError(f"no book rows recorded in {ds.data}")
-    start = start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints)
+    # For a series of changes from start_us, a checkpoint must be older than start_us:
+    # frames of one socket read share a ts_recv, so a checkpoint taken at start_us may
+    # already hold messages received at start_us, whose changes the series must report.
+    start = start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints,
+                        checkpoint_before=start_us if changes else None)
     if start is not None:
         first_us, depth = start.ts_us, start.depth
         lower = f"update_id >= {start.update_id}"
@@ -534,7 +541,8 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
     skip = _check_unverified(unverified)
     if interval is None:
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       qty_text=True, text=text, checkpoints=checkpoints)
+                                       qty_text=True, text=text, checkpoints=checkpoints,
+                                       changes=True)
         em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip)
     else:
         iv = parse_interval(interval)

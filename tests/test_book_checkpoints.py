@@ -114,7 +114,7 @@ def synthetic(root: Path, depth: int, messages: int, checkpoint_every: int,
     """Book rows of one symbol as a collector records them: a snapshot, random updates (new
     levels inside and outside the kept range, deletes, re-sent levels), one wrong checksum
     then a resync snapshot, and a checkpoint from the keeper every ``checkpoint_every``
-    messages."""
+    messages; some messages share their ts_recv, as frames of one socket read do."""
     rng = random.Random(seed)
     keeper, model = BookKeeper(), Model(depth)
     book: list[tuple] = []
@@ -122,10 +122,13 @@ def synthetic(root: Path, depth: int, messages: int, checkpoint_every: int,
     t = T0 + 3_600 * S
     uid = 1_000
 
-    def send(levels: list, snap: bool = False, wrong: bool = False) -> None:
+    def send(levels: list, snap: bool = False, wrong: bool = False,
+             same_read: bool = False) -> None:
         nonlocal uid, t
         uid += 1
-        t += rng.randrange(1, 400_000)
+        # Frames read off the socket together share one ts_recv: about one message in four
+        # here, and every message a checkpoint follows shares it with the one before.
+        t += 0 if same_read or rng.random() < 0.25 else rng.randrange(1, 400_000)
         model.apply(levels, snap)
         start = len(book)
         book.extend(message(uid, t, levels, snap, model.checksum() ^ int(wrong), depth))
@@ -149,7 +152,7 @@ def synthetic(root: Path, depth: int, messages: int, checkpoint_every: int,
                 price = f"{1000 + tick}.5" if side == "ask" else f"{999 - tick}.5"
                 qty = rng.choice(("0", "0", f"{rng.randrange(1, 50)}.{rng.randrange(100):02d}"))
                 levels.append((side, price, qty))
-            send(levels)
+            send(levels, same_read=n % checkpoint_every == 0)
         if n % checkpoint_every == 0:
             cps.extend(keeper.checkpoint_rows())
     with ParquetSink(root, "kraken", source="test", rotate_seconds=600) as sink:
