@@ -178,10 +178,21 @@ def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
 def renormalize(
     data: Path = typer.Option(Path("data"), "--data", help="Recording with a raw table."),
     out: Path = typer.Option(..., "--out", help="New data directory for the re-parsed tables."),
+    book_checkpoint: str = typer.Option("1m", "--book-checkpoint", help="How often each "
+                                        "verified book is saved whole to book_checkpoints "
+                                        "(recorded time), as [output] book_checkpoint; 0: "
+                                        "none."),
 ) -> None:
     """Parse the frames of the raw table again (after a parser fix) into a new directory."""
+    from recorder.config import parse_duration
     from recorder.renormalize import renormalize as run_renormalize
     from sinks.parquet_sink import ParquetSink
+
+    try:
+        checkpoint_s = 0 if book_checkpoint.strip() == "0" else parse_duration(book_checkpoint)
+    except ValueError:
+        fail(f"--book-checkpoint {book_checkpoint!r} is not a duration; use e.g. 30s, 1m, 1h, "
+             "or 0 for none")
 
     _setup_logging("info")
     if not any((data / "raw").rglob("*.parquet")):
@@ -194,7 +205,8 @@ def renormalize(
         typer.echo(f"\r{n:,} frames", err=True, nl=False)
 
     try:
-        counts = run_renormalize(data, sink.write, progress)
+        counts = run_renormalize(data, sink.write, progress,
+                                 checkpoint_us=checkpoint_s * 1_000_000)
     finally:
         sink.close()
     typer.echo("", err=True)

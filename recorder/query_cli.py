@@ -20,6 +20,7 @@ from typing import Any
 
 import typer
 
+from recorder.schema import TABLES
 from recorder.timespec import DatasetError, parse_interval, parse_time, to_datetime
 
 FORMATS = ("table", "csv", "json")
@@ -93,8 +94,7 @@ def _write(rel: Any, out: Path) -> None:
 
 
 def query(
-    sql: str = typer.Argument(..., help="SQL over the tables: trades, book, spread, ohlc, "
-                              "ticker, fills, orders, events, raw."),
+    sql: str = typer.Argument(..., help="SQL over the tables: " + ", ".join(TABLES) + "."),
     data: Path = typer.Option(Path("data"), "--data", help=DATA_HELP),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     out: Path | None = typer.Option(None, "--out", help="Write the result to a file "
@@ -110,7 +110,7 @@ def query(
     except duckdb.Error as e:
         tables = ", ".join(ds.tables()) or "none yet"
         _fail(f"{str(e).splitlines()[0]}\n  tables with data in {data}: {tables} "
-              "(all tables: trades, book, spread, ohlc, ticker, fills, orders, events, raw)")
+              f"(all tables: {', '.join(TABLES)})")
     if rel is None:
         return
     try:

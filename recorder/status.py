@@ -266,10 +266,11 @@ def render(report: dict) -> str:
                            f"({sink.get('pending_rows', 0):,} rows waiting, kept in memory)")
         out.append(f"  last message   {_age(c['last_message_age_s'])}")
         if c["tables"]:
-            out.append(f"  {'table':<8} {'rows':>10} {'rows/s (1 min)':>15}  {'last':>12}  "
+            w = max(8, *(len(name) for name in c["tables"]))
+            out.append(f"  {'table':<{w}} {'rows':>10} {'rows/s (1 min)':>15}  {'last':>12}  "
                        "symbols")
             for table, t in sorted(c["tables"].items()):
-                out.append(f"  {table:<8} {t['rows']:>10,} {t['rows_per_s_1min']:>15,.1f}  "
+                out.append(f"  {table:<{w}} {t['rows']:>10,} {t['rows_per_s_1min']:>15,.1f}  "
                            f"{_age(t['last_age_s']):>12}  {', '.join(t['symbols'])}")
         else:
             out.append(f"  no market data in the last {span}")

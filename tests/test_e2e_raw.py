@@ -35,13 +35,27 @@ def test_raw_frames_renormalize_to_the_same_tables(tmp_path):
     stopped = con.execute("SELECT detail FROM events WHERE kind = 'stopped'").fetchone()[0]
     assert frames > 100 and f'"frames":{frames}' in stopped, "every received frame is kept"
     proc = subprocess.run([sys.executable, "-m", "recorder", "renormalize", "--data",
-                           str(data), "--out", str(again)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+                           str(data), "--out", str(again), "--book-checkpoint", "1s"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     con2 = db(again)
     for sql in (BOOK, TRADES, SPREAD):
         first = Counter(con.execute(sql).fetchall())
         assert first and Counter(con2.execute(sql).fetchall()) == first, sql
+    # One checkpoint per symbol and recorded second (3 s recorded), none with "0".
+    per_symbol = dict(con2.execute("SELECT symbol, count(DISTINCT update_id) FROM "
+                                   "book_checkpoints GROUP BY ALL").fetchall())
+    assert set(per_symbol) == {"BTC/USD", "ETH/USD"} and min(per_symbol.values()) >= 2
+    none = tmp_path / "none"
+    proc = subprocess.run([sys.executable, "-m", "recorder", "renormalize", "--data",
+                           str(data), "--out", str(none), "--book-checkpoint", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and not (none / "book_checkpoints").exists(), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "recorder", "renormalize", "--data",
+                           str(data), "--out", str(tmp_path / "x"), "--book-checkpoint",
+                           "often"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--book-checkpoint 'often' is not a duration" in proc.stderr
 
 
 def _renormalize(data: Path, out: Path) -> None:

@@ -242,7 +242,8 @@ def test_bad_sql_or_unknown_table_lists_the_tables(days: Path, sql: str) -> None
     assert r.exit_code == 2
     assert r.output.startswith("error: ")
     assert "tables with data in" in r.output and "trades" in r.output
-    assert "all tables: trades, book, spread, ohlc, ticker" in r.output
+    assert ("all tables: trades, book, book_checkpoints, spread, ohlc, ticker, fills, "
+            "orders, events, raw") in r.output
 
 
 @pytest.mark.parametrize("args, message", [
