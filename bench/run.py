@@ -7,7 +7,9 @@
    against raw JSON and zstd-compressed JSONL;
 4. latency from the simulator's send to journaled and to queryable (p50, p99);
 5. DuckDB over recorded-format data: VWAP per symbol per minute over 10M trades, and one
-   symbol over one hour.
+   symbol over one hour;
+and, for reference, the simulator's own --speed max rate (bench/sim_rate.py) and a book
+rebuild at the end of a long recording with and without checkpoints (bench/rebuild_bench.py).
 
 The figures that count are ratios against (1), measured in the same run. Results go to
 bench/results.json and a table on stdout.
@@ -328,12 +330,20 @@ def measure_duckdb(n: int) -> dict:
     return timings
 
 
+def _script(name: str, *args: str) -> dict:
+    """Run another bench script (its own processes) and read the JSON it prints last."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300_000, help="frames per receive run")
     ap.add_argument("--duckdb-rows", type=int, default=10_000_000)
     ap.add_argument("--latency-seconds", type=float, default=12)
-    ap.add_argument("--skip", nargs="*", default=[], help="naive, latency, duckdb")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="naive, latency, duckdb, simulator, rebuild")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -356,6 +366,13 @@ def main() -> int:
         print(f"latency at {LATENCY_RATE:,} msg/s, {args.latency_seconds:.0f} s ...", flush=True)
         results["latency"] = measure_latency(args.latency_seconds)
     results["verification"] = measure_verification()
+    if "simulator" not in args.skip:
+        print("simulator --speed max, raw-socket drain ...", flush=True)
+        results["simulator"] = _script("sim_rate.py", "--seconds", "3", "--json")
+    if "rebuild" not in args.skip:
+        print("book rebuild at the end of 5M book rows, with and without checkpoints ...",
+              flush=True)
+        results["rebuild"] = _script("rebuild_bench.py", "--rows", "5000000")
     if "duckdb" not in args.skip:
         print(f"DuckDB over {args.duckdb_rows:,} trades ...", flush=True)
         results["duckdb"] = measure_duckdb(args.duckdb_rows)
@@ -419,6 +436,14 @@ def _print(r: dict) -> None:
                      f"{d['vwap_per_symbol_minute_s']:.2f} s", ""))
         rows.append(("DuckDB one symbol, one hour", f"{d['one_symbol_one_hour_s'] * 1000:.1f} ms",
                      ""))
+    rb = r.get("rebuild")
+    if rb:
+        for how in ("without_checkpoints", "with_checkpoints"):
+            rows.append((f"book_at after {rb['rows']:,} book rows, {how.replace('_', ' ')}",
+                         f"{rb[how]['seconds']:.2f} s, {rb[how]['peak_rss_mb']:.0f} MB", ""))
+    for version, sim in sorted((r.get("simulator") or {}).items()):
+        rows.append((f"simulator --speed max ({version}, raw drain)",
+                     f"{sim['msg_per_s']:,.0f} msg/s", f"{sim['msg_per_s'] / bare:.1f}"))
     width = max(len(a) for a, _, _ in rows)
     print()
     print(f"{'measure':<{width}}  {'value':>22}  {'ratio':>6}")
