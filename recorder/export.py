@@ -191,13 +191,20 @@ def _rebuilt(ds: Dataset, kind: str, symbols: list[str], start_us: int, end_us: 
     from recorder.rebuild import _series
 
     text = kind.startswith("tardis-")
+    steps = 1000  # per symbol: the share of its book rows applied so far
     for n, sym in enumerate(symbols):
+        def rows_applied(done: int, total: int, n: int = n) -> None:
+            if progress:
+                progress(n * steps + done * steps // max(total, 1), len(symbols) * steps)
+
         if kind in ("quotes", "tardis-quotes"):
-            yield _series(ds, sym, start_us, end_us, None, 1, None, unverified, text)
+            yield _series(ds, sym, start_us, end_us, None, 1, None, unverified, text,
+                          progress=rows_applied)
         else:
-            yield _series(ds, sym, start_us, end_us, interval, depth, None, unverified, text)
+            yield _series(ds, sym, start_us, end_us, interval, depth, None, unverified, text,
+                          progress=rows_applied)
         if progress:
-            progress(n + 1, len(symbols))
+            progress((n + 1) * steps, len(symbols) * steps)
 
 
 def _tardis_book_sql(name: str, depth: int, symbol_expr: str) -> str:

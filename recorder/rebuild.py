@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -275,7 +276,8 @@ class _Emit:
 
 
 def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
-          change_from: int | None = None, skip_unverified: bool = False) -> _Emit:
+          change_from: int | None = None, skip_unverified: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> _Emit:
     """Apply the rows in order. Emit the top ``levels`` at each ``grid`` time (the book after
     every message received at or before it), or, with ``change_from``, after every message
     received at or after it that changed the top ``levels`` (prices or quantities), or else
@@ -400,6 +402,8 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
                 if qs is not None:
                     qtext[j] = qs[r]
         base += len(upd)
+        if progress:
+            progress(base, n)  # rows applied, of all rows
     if cur is not None and have:
         finish(n)
     while g < g_n:
@@ -533,8 +537,10 @@ def book_snapshots(ds: Dataset, symbol: str, start: Any, end: Any, interval: Any
 
 def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any, depth: int,
             book_depth: int | None, unverified: str, text: bool = False, *,
-            checkpoints: bool = True) -> pa.Table:
-    """book_snapshots() on microseconds; ``text``: levels as plain decimal text (for CSV)."""
+            checkpoints: bool = True,
+            progress: Callable[[int, int], None] | None = None) -> pa.Table:
+    """book_snapshots() on microseconds; ``text``: levels as plain decimal text (for CSV);
+    ``progress(rows applied, rows)`` after each batch of book rows."""
     if end_us <= start_us:
         raise DatasetError("end must be after start")
     _check_levels(depth)
@@ -543,14 +549,15 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
                                        qty_text=True, text=text, checkpoints=checkpoints,
                                        changes=True)
-        em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip)
+        em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip,
+                   progress=progress)
     else:
         iv = parse_interval(interval)
         first = -(-start_us // iv) * iv
         rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
                                        text=text, checkpoints=checkpoints)
         em = _fold(rows, sub_depth or 1, depth, grid=range(first, end_us, iv),
-                   skip_unverified=skip)
+                   skip_unverified=skip, progress=progress)
     recv, exch = _msg_times(rows, em)
     cols: dict[str, Any] = {
         "symbol": pa.array([symbol] * len(em.times), pa.string()),

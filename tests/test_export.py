@@ -211,3 +211,18 @@ def test_export_errors_name_the_option(trades_dir: Path, tmp_path: Path, args: l
 def test_export_out_name_checked(trades_dir: Path) -> None:
     r = run("export", "--kind", "bars", "--out", "bars.xlsx", "--data", str(trades_dir))
     assert r.exit_code == 2 and "use a .csv, .csv.gz or .parquet file name" in r.output
+
+
+def test_book_export_progress_moves_within_a_symbol(books_dir: Path, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    """A long one-symbol book export reports progress as its rows are applied, not only
+    once at the end (batches of 5 rows stand in for the real 64k)."""
+    import recorder.rebuild as rebuild
+
+    monkeypatch.setattr(rebuild, "_BATCH_ROWS", 5)
+    calls: list[tuple[int, int]] = []
+    export(open_dataset(books_dir), "book", tmp_path / "b.parquet", symbols="BTC/USD",
+           depth=3, progress=lambda done, total: calls.append((done, total)))
+    dones = [d for d, _ in calls]
+    assert len({t for _, t in calls}) == 1 and dones == sorted(dones)
+    assert dones[-1] == calls[0][1] and len([d for d in dones if 0 < d < dones[-1]]) >= 2
