@@ -43,6 +43,21 @@ def test_real_v1_checksums_verify_through_simulator_and_recorder(tmp_path, captu
     assert mismatches == 0
 
 
+def _resynced_from(con, symbol: str, bad_update: int) -> int:
+    """The book of ``symbol`` is marked unverified from ``bad_update`` until a fresh
+    snapshot, and verified again after it; returns that snapshot's update_id."""
+    snap = con.execute("SELECT min(update_id) FROM book WHERE symbol = ? AND is_snapshot "
+                       "AND update_id > ?", [symbol, bad_update]).fetchone()[0]
+    assert snap is not None
+    assert con.execute("SELECT bool_and(verified = false) FROM book WHERE symbol = ? "
+                       "AND update_id >= ? AND update_id < ?", [symbol, bad_update, snap]
+                       ).fetchone()[0]
+    after = con.execute("SELECT count(DISTINCT update_id), bool_and(verified) FROM book "
+                        "WHERE symbol = ? AND update_id > ?", [symbol, snap]).fetchone()
+    assert after[0] > 0 and after[1]
+    return snap
+
+
 def _first_bad_update(con, symbol: str, price_dp: int, qty_dp: int) -> int | None:
     """The first update after which a book rebuilt from the recorded rows fails the
     checksum, using only zlib and the documented rule."""
@@ -108,15 +123,7 @@ def test_corrupted_level_resyncs_only_that_symbol(tmp_path, api):
     assert con.execute("SELECT count(*) FROM book WHERE symbol = 'BTC/USD' AND update_id < ? "
                        "AND verified = false", [bad_update]).fetchone()[0] == 0
     # BTC/USD: marked rows until a fresh snapshot, verified again after it.
-    snap = con.execute("SELECT min(update_id) FROM book WHERE symbol = 'BTC/USD' AND "
-                       "is_snapshot AND update_id > ?", [bad_update]).fetchone()[0]
-    assert snap is not None
-    assert con.execute("SELECT bool_and(verified = false) FROM book WHERE symbol = 'BTC/USD' "
-                       "AND update_id >= ? AND update_id < ?", [bad_update, snap]
-                       ).fetchone()[0]
-    after = con.execute("SELECT count(*), bool_and(verified) FROM book WHERE symbol = "
-                        "'BTC/USD' AND update_id > ?", [snap]).fetchone()
-    assert after[0] > 0 and after[1]
+    _resynced_from(con, "BTC/USD", bad_update)
     # ETH/USD was never touched: one snapshot, every update verified, no gap in its stream.
     eth = con.execute("SELECT count(DISTINCT update_id) FILTER (WHERE is_snapshot), "
                       "bool_and(verified) FROM book WHERE symbol = 'ETH/USD'").fetchone()
@@ -175,16 +182,7 @@ def test_refused_resync_is_retried_with_backoff_until_the_snapshot_arrives(tmp_p
     assert events[-1][1]["attempts"] == 3
     # No reconnect: the other symbol never noticed.
     assert con.execute("SELECT count(*) FROM events WHERE kind = 'connected'").fetchone()[0] == 1
-    bad_update = events[0][1]["update_id"]
-    snap = con.execute("SELECT min(update_id) FROM book WHERE symbol = 'BTC/USD' AND "
-                       "is_snapshot AND update_id > ?", [bad_update]).fetchone()[0]
-    assert snap is not None
-    assert con.execute("SELECT bool_and(verified = false) FROM book WHERE symbol = 'BTC/USD' "
-                       "AND update_id >= ? AND update_id < ?", [bad_update, snap]
-                       ).fetchone()[0]
-    after = con.execute("SELECT count(DISTINCT update_id), bool_and(verified) FROM book "
-                        "WHERE symbol = 'BTC/USD' AND update_id > ?", [snap]).fetchone()
-    assert after[0] > 0 and after[1]
+    _resynced_from(con, "BTC/USD", events[0][1]["update_id"])
     eth = con.execute("SELECT count(DISTINCT update_id) FILTER (WHERE is_snapshot), "
                       "bool_and(verified), count(*) FILTER (WHERE epoch_us(ts_recv) > ?) "
                       "FROM book WHERE symbol = 'ETH/USD'", [armed_us]).fetchone()
