@@ -116,8 +116,9 @@ def test_corrupted_level_resyncs_only_that_symbol(tmp_path, api):
     bad_update = json.loads(events[0][2])["update_id"]
     # Detected on the first affected update: rebuild BTC/USD here from the recorded rows,
     # independently of the recorder's keeper, and find the first update whose book does not
-    # match Kraken's checksum. (BTC/USD numbers are sent with 1 and 8 decimals.)
-    assert _first_bad_update(con, "BTC/USD", 1, 8) == bad_update
+    # match Kraken's checksum. (BTC/USD prices are sent with 1 decimal on v2 and, as real v1
+    # feeds do, 5 on v1; quantities with 8.)
+    assert _first_bad_update(con, "BTC/USD", 5 if api == "v1" else 1, 8) == bad_update
     assert bad_update > con.execute("SELECT max(update_id) FROM book WHERE epoch_us(ts_recv) "
                                     "< ?", [armed_us]).fetchone()[0]
     assert con.execute("SELECT count(*) FROM book WHERE symbol = 'BTC/USD' AND update_id < ? "

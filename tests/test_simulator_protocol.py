@@ -105,6 +105,12 @@ def test_v1_channel_shapes(sim):
         assert isinstance(seen["ticker"][1]["t"][0], int)
         ohlc = seen["ohlc-1"][1]
         assert len(ohlc) == 9 and isinstance(ohlc[8], int)
+        # Prices as real v1 frames write XBT/USD's (python-kraken-sdk 2023: "27119.90000"):
+        # 5 decimals, not AssetPairs' pair_decimals 1; quantities with lot_decimals 8.
+        prices = [trade[0], *seen["spread"][1][:2], seen["ticker"][1]["a"][0],
+                  seen["ticker"][1]["c"][0], *ohlc[2:7]]
+        assert all(re.fullmatch(r"\d+\.\d0000", p) for p in prices), prices
+        assert re.fullmatch(r"\d+\.\d{8}", trade[1])
 
 
 def test_v2_acks_and_channels(sim):

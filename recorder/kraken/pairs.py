@@ -25,6 +25,11 @@ class Pair:
     ordermin: str
 
     @property
+    def v1_price_decimals(self) -> int:
+        """Decimals of prices on the WS v1 wire (see V1_WIRE_PRICE_DECIMALS)."""
+        return V1_WIRE_PRICE_DECIMALS.get(self.wsname, self.price_decimals)
+
+    @property
     def base(self) -> str:
         return self.symbol.split("/")[0]
 
@@ -32,6 +37,16 @@ class Pair:
     def quote(self) -> str:
         return self.symbol.split("/")[1]
 
+
+# WS v1 writes prices with more decimals than AssetPairs' pair_decimals for many pairs, the
+# same in its book, trade, spread, ticker and ohlc channels (XBT/USD "27119.90000" with
+# pair_decimals 1). There is no rule behind it that the data shows, so these are the pairs
+# whose real v1 frames we have (python-kraken-sdk 2023, cryptofeed 2021); any other pair is
+# written with pair_decimals. The checksum covers the wire text, so the padding changes it.
+V1_WIRE_PRICE_DECIMALS: dict[str, int] = {
+    "XBT/USD": 5, "XBT/CHF": 5, "ETH/CHF": 5, "XMR/USD": 8, "SC/EUR": 6, "WAVES/EUR": 6,
+    "KSM/XBT": 8, "ADA/XBT": 9, "GRT/ETH": 9, "OCEAN/XBT": 9, "OMG/USD": 6,
+}
 
 # wsname, rest_id, altname, pair_decimals, lot_decimals, ordermin
 _TABLE: tuple[tuple[str, str, str, int, int, str], ...] = (

@@ -134,7 +134,7 @@ def render_event(
             if views is None:
                 return None
         if sub.version == 1:
-            return render_v1.book_update(chan_id, pm, views, ev.checksum, sub.depth)
+            return render_v1.book_update(chan_id, pm, views, ev.checksum_v1, sub.depth)
         return render_v2.book_update(pm, views, ev.checksum, ev.time)
     if not ev.bbo_changed:
         return None

@@ -84,6 +84,8 @@ class PairMarket:
         self.pair = pair
         self.pd = pair.price_decimals
         self.qd = pair.qty_decimals
+        # v1 prices carry this many more (zero) decimals than the ticks have.
+        self.v1_pad = max(0, pair.v1_price_decimals - self.pd)
         self.sides = (Side(False), Side(True))
         self.trade_id = 1_000_000 + rng.randrange(1_000_000)
         self.trades: deque[Trade] = deque(maxlen=1000)
@@ -105,8 +107,15 @@ class PairMarket:
     def bids(self) -> Side:
         return self.sides[BID]
 
-    def checksum(self) -> int:
-        return book_checksum(self.asks.top_pq(10), self.bids.top_pq(10))
+    def checksum(self, price_scale: int = 1) -> int:
+        """Kraken's CRC32 of the top 10; ``price_scale`` 10**v1_pad for the v1 wire text."""
+        if price_scale == 1:
+            return book_checksum(self.asks.top_pq(10), self.bids.top_pq(10))
+        return book_checksum([(p * price_scale, q) for p, q in self.asks.top_pq(10)],
+                             [(p * price_scale, q) for p, q in self.bids.top_pq(10)])
+
+    def checksum_v1(self) -> int:
+        return self.checksum(10**self.v1_pad) if self.v1_pad else self.checksum()
 
     def bbo(self) -> tuple[int, int, int, int]:
         bid = self.bids.best() or (0, 0)
@@ -129,6 +138,7 @@ class BookEvent:
     time: float
     bbo_changed: bool
     undo: list[tuple[int, int, int, str]]
+    checksum_v1: int = 0  # over the v1 wire text (padded prices, see PairMarket.v1_pad)
     cache: dict = field(default_factory=dict)
 
 
@@ -314,9 +324,10 @@ class _Tx:
 
     def finish(self) -> BookEvent:
         pm = self.pm
+        checksum = pm.checksum()
         return BookEvent(
-            pm, self.changes, self.before, pm.checksum(), self.now, pm.bbo() != self.bbo,
-            self.undo[::-1],
+            pm, self.changes, self.before, checksum, self.now, pm.bbo() != self.bbo,
+            self.undo[::-1], pm.checksum_v1() if pm.v1_pad else checksum,
         )
 
 

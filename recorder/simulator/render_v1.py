@@ -11,17 +11,25 @@ from .market import PairMarket, Trade, v1_ts
 from .numbers import fmt_fixed
 
 
-def _level(lv: ViewLevel, pd: int, qd: int) -> str:
+def _price(ticks: int, pm: PairMarket) -> str:
+    """A price as the v1 wire writes it: the pair's decimals, then its extra zeros."""
+    text = fmt_fixed(ticks, pm.pd)
+    if not pm.v1_pad:
+        return text
+    return text + ("" if pm.pd else ".") + "0" * pm.v1_pad
+
+
+def _level(lv: ViewLevel, pm: PairMarket, qd: int) -> str:
     r = ',"r"' if lv.republish else ""
-    return f'["{fmt_fixed(lv.price, pd)}","{fmt_fixed(lv.qty, qd)}","{lv.ts}"{r}]'
+    return f'["{_price(lv.price, pm)}","{fmt_fixed(lv.qty, qd)}","{lv.ts}"{r}]'
 
 
 def book_snapshot(chan_id: int, pm: PairMarket, depth: int) -> str:
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     sides = []
     for idx in (ASK, BID):
         levels = ",".join(
-            f'["{fmt_fixed(p, pd)}","{fmt_fixed(q, qd)}","{ts}"]'
+            f'["{_price(p, pm)}","{fmt_fixed(q, qd)}","{ts}"]'
             for p, q, ts in pm.sides[idx].top(depth)
         )
         sides.append(levels)
@@ -36,11 +44,11 @@ def book_update(
     checksum: int, depth: int,
 ) -> str | None:
     """Asks and bids changes come as two objects; "c" always sits in the last one."""
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     parts = []
     for key, levels in (("a", views[ASK]), ("b", views[BID])):
         if levels:
-            parts.append(f'"{key}":[' + ",".join(_level(lv, pd, qd) for lv in levels) + "]")
+            parts.append(f'"{key}":[' + ",".join(_level(lv, pm, qd) for lv in levels) + "]")
     if not parts:
         return None
     parts[-1] += f',"c":"{checksum}"'
@@ -49,9 +57,9 @@ def book_update(
 
 
 def trades(chan_id: int, pm: PairMarket, items: list[Trade]) -> str:
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     rows = ",".join(
-        f'["{fmt_fixed(t.price, pd)}","{fmt_fixed(t.qty, qd)}","{v1_ts(t.time)}",'
+        f'["{_price(t.price, pm)}","{fmt_fixed(t.qty, qd)}","{v1_ts(t.time)}",'
         f'"{t.side}","{t.ord_type}",""]'
         for t in items
     )
@@ -60,9 +68,9 @@ def trades(chan_id: int, pm: PairMarket, items: list[Trade]) -> str:
 
 def spread(chan_id: int, pm: PairMarket, t: float) -> str:
     bid, bid_qty, ask, ask_qty = pm.bbo()
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     return (
-        f'[{chan_id},["{fmt_fixed(bid, pd)}","{fmt_fixed(ask, pd)}","{v1_ts(t)}",'
+        f'[{chan_id},["{_price(bid, pm)}","{_price(ask, pm)}","{v1_ts(t)}",'
         f'"{fmt_fixed(bid_qty, qd)}","{fmt_fixed(ask_qty, qd)}"],"spread","{pm.pair.wsname}"]'
     )
 
@@ -70,7 +78,7 @@ def spread(chan_id: int, pm: PairMarket, t: float) -> str:
 def ticker(chan_id: int, pm: PairMarket) -> str:
     bid, bid_qty, ask, ask_qty = pm.bbo()
     s = pm.stats
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     vwap = s.notional // s.volume if s.volume else s.last
 
     def pair_of(value: str) -> str:
@@ -78,22 +86,22 @@ def ticker(chan_id: int, pm: PairMarket) -> str:
 
     whole = 10**qd
     return (
-        f'[{chan_id},{{"a":["{fmt_fixed(ask, pd)}",{ask_qty // whole},"{fmt_fixed(ask_qty, qd)}"],'
-        f'"b":["{fmt_fixed(bid, pd)}",{bid_qty // whole},"{fmt_fixed(bid_qty, qd)}"],'
-        f'"c":["{fmt_fixed(s.last, pd)}","{fmt_fixed(s.last_qty, qd)}"],'
-        f'"v":{pair_of(fmt_fixed(s.volume, qd))},"p":{pair_of(fmt_fixed(vwap, pd))},'
-        f'"t":[{s.count},{s.count}],"l":{pair_of(fmt_fixed(s.low, pd))},'
-        f'"h":{pair_of(fmt_fixed(s.high, pd))},"o":{pair_of(fmt_fixed(s.open, pd))}}},'
+        f'[{chan_id},{{"a":["{_price(ask, pm)}",{ask_qty // whole},"{fmt_fixed(ask_qty, qd)}"],'
+        f'"b":["{_price(bid, pm)}",{bid_qty // whole},"{fmt_fixed(bid_qty, qd)}"],'
+        f'"c":["{_price(s.last, pm)}","{fmt_fixed(s.last_qty, qd)}"],'
+        f'"v":{pair_of(fmt_fixed(s.volume, qd))},"p":{pair_of(_price(vwap, pm))},'
+        f'"t":[{s.count},{s.count}],"l":{pair_of(_price(s.low, pm))},'
+        f'"h":{pair_of(_price(s.high, pm))},"o":{pair_of(_price(s.open, pm))}}},'
         f'"ticker","{pm.pair.wsname}"]'
     )
 
 
 def ohlc(chan_id: int, pm: PairMarket, interval: int) -> str:
     c = pm.candles[interval]
-    pd, qd = pm.pd, pm.qd
+    qd = pm.qd
     return (
-        f'[{chan_id},["{v1_ts(c.updated)}","{c.end}.000000","{fmt_fixed(c.open, pd)}",'
-        f'"{fmt_fixed(c.high, pd)}","{fmt_fixed(c.low, pd)}","{fmt_fixed(c.close, pd)}",'
-        f'"{fmt_fixed(c.vwap(), pd)}","{fmt_fixed(c.volume, qd)}",{c.count}],'
+        f'[{chan_id},["{v1_ts(c.updated)}","{c.end}.000000","{_price(c.open, pm)}",'
+        f'"{_price(c.high, pm)}","{_price(c.low, pm)}","{_price(c.close, pm)}",'
+        f'"{_price(c.vwap(), pm)}","{fmt_fixed(c.volume, qd)}",{c.count}],'
         f'"ohlc-{interval}","{pm.pair.wsname}"]'
     )
