@@ -14,7 +14,7 @@ import typer
 from recorder.config import Config, ConfigError, load_config
 
 # No locals in tracebacks: a credential must never reach a terminal or a log.
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   pretty_exceptions_show_locals=False,
                   help="Record Kraken market data to Parquet and query it with DuckDB.")
 

@@ -130,9 +130,11 @@ def catalog(
                                     "recordings.duckdb)."),
     data: Path = typer.Option(Path("data"), "--data", help=DATA_HELP),
 ) -> None:
-    """Write a DuckDB database with a view per table, for any DuckDB client (CLI, DBeaver,
-    notebooks). Views read the Parquet files when queried, so new files show up; journaled
-    rows do not (use `recorder query` for the last second)."""
+    """Write a DuckDB database with a view per table, for any DuckDB client.
+
+    Open it with the DuckDB CLI, DBeaver or a notebook. Views read the Parquet files when
+    queried, so new files show up; journaled rows do not (use `recorder query` for the last
+    second)."""
     import duckdb
 
     from recorder.query import write_catalog
@@ -205,8 +207,7 @@ def export(
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress "
                                          "bar on stderr (default: when it is a terminal)."),
 ) -> None:
-    """Export bars, book snapshots, quotes or Tardis-compatible CSV, bounded by symbol and
-    time."""
+    """Export bars, book snapshots, quotes or Tardis-compatible CSV, by symbol and time."""
     from recorder.export import KINDS
     from recorder.export import export as run_export
 
@@ -269,8 +270,9 @@ def book(
     data: Path = typer.Option(Path("data"), "--data", help=DATA_HELP),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ) -> None:
-    """The top-N book of a symbol at a moment, rebuilt from the book table. (A series of
-    snapshots: `recorder export --kind book`.)"""
+    """The top-N book of a symbol at a moment, rebuilt from the book table.
+
+    A series of snapshots: `recorder export --kind book`."""
     _check_format(fmt)
     if not 1 <= depth <= 1000:
         _fail(f"--depth {depth}: levels per side must be 1..1000")
@@ -331,8 +333,9 @@ def report(
     end: str | None = typer.Option(None, "--to", help="End (exclusive)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ) -> None:
-    """Per symbol and hour: rows per table, minutes without data, connection gaps and
-    checksum failures; with --out, a coverage chart over time."""
+    """Rows, empty minutes, gaps and checksum failures per symbol and hour; --out: a chart.
+
+    With --out x.html (self-contained) or x.png, a coverage chart over time."""
     from recorder.report import report as run_report
 
     _check_format(fmt)
