@@ -13,6 +13,7 @@ the recorder received it; where Kraken gives no exchange time, ``timestamp`` fal
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -321,17 +322,43 @@ def _batches(rel: duckdb.DuckDBPyRelation, size: int = 65_536) -> pa.RecordBatch
     return fn(size)
 
 
+_STEPS = 1000  # progress of a query, in tenths of a percent
+
+
 def _stream(con: duckdb.DuckDBPyConnection, query: str, sink: _Sink,
             progress: Progress | None) -> None:
-    total = 0
-    if progress:
-        total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
-        progress(0, total)
-    reader = _batches(con.sql(query))
-    for batch in reader:
-        sink.write(batch)
-        if progress:
-            progress(sink.rows, total)
+    """Run ``query`` and write its batches as they come. Progress is DuckDB's own estimate
+    for the running query, polled from a thread: counting the rows first would run an
+    aggregate such as the bars twice."""
+    if not progress:
+        reader = _batches(con.sql(query))
+        for batch in reader:
+            sink.write(batch)
+        sink.close(reader.schema)
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.2):
+            pct = con.query_progress()
+            if pct >= 0:
+                progress(min(_STEPS - 1, int(pct * _STEPS / 100)), _STEPS)
+
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    progress(0, _STEPS)
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        reader = _batches(con.sql(query))
+        for batch in reader:
+            sink.write(batch)
+    finally:
+        stop.set()
+        watcher.join()
+        con.execute("RESET enable_progress_bar")
+        con.execute("RESET enable_progress_bar_print")
+    progress(_STEPS, _STEPS)
     sink.close(reader.schema)
 
 
@@ -347,6 +374,9 @@ def export(ds: Dataset, kind: str, out: Path | str, *, symbols: Any = None, star
     - ``quotes``: every change of best bid/ask from the rebuilt book.
     - ``tardis-trades``, ``tardis-incremental-book``, ``tardis-book-snapshot-25`` (every
       change of the top 25, or every ``interval``; ``depth`` changes 25), ``tardis-quotes``.
+
+    ``progress(done, total)``, if given, is called as the work advances (for the SQL kinds
+    from a helper thread, with DuckDB's estimate in thousandths); it ends at done == total.
     """
     if kind not in KINDS:
         raise DatasetError(f"kind {kind!r}; allowed: {', '.join(KINDS)}")

@@ -226,3 +226,13 @@ def test_book_export_progress_moves_within_a_symbol(books_dir: Path, tmp_path: P
     dones = [d for d, _ in calls]
     assert len({t for _, t in calls}) == 1 and dones == sorted(dones)
     assert dones[-1] == calls[0][1] and len([d for d in dones if 0 < d < dones[-1]]) >= 2
+
+
+def test_bars_progress_without_counting_first(trades_dir: Path, tmp_path: Path) -> None:
+    """SQL kinds report DuckDB's own progress estimate (no count(*) pass that would run the
+    bars' aggregate twice), from 0 to done."""
+    calls: list[tuple[int, int]] = []
+    n = export(open_dataset(trades_dir), "bars", tmp_path / "bars.csv", interval="1m",
+               progress=lambda done, total: calls.append((done, total)))
+    assert n > 0 and calls[0] == (0, 1000) and calls[-1] == (1000, 1000)
+    assert all(total == 1000 and 0 <= done <= 1000 for done, total in calls)
