@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from recorder.config import Config, ConfigError, load_config
+from recorder.usage import fail
 
 # No locals in tracebacks: a credential must never reach a terminal or a log.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -25,12 +26,6 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr and a non-zero exit."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _load_all(paths: list[Path]) -> list[Config]:

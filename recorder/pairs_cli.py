@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from recorder.config import DEFAULT_REST_URL
 from recorder.kraken.pair_list import (
     PairListError,
     cache_path,
@@ -18,13 +19,7 @@ from recorder.kraken.pair_list import (
     save_pair_list,
 )
 from recorder.kraken.pairs import PAIRS, Pair
-
-DEFAULT_REST_URL = "https://api.kraken.com"
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+from recorder.usage import fail
 
 
 def _rest_url_of(config: Path) -> str:
@@ -33,12 +28,12 @@ def _rest_url_of(config: Path) -> str:
     try:
         doc = tomllib.loads(config.read_text())
     except OSError as e:
-        _fail(f"{config}: {e.strerror or e}", 2)
+        fail(f"{config}: {e.strerror or e}", 2)
     except tomllib.TOMLDecodeError as e:
-        _fail(f"{config}: not valid TOML: {e}", 2)
+        fail(f"{config}: not valid TOML: {e}", 2)
     url = (doc.get("exchange") or {}).get("rest_url", DEFAULT_REST_URL)
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        _fail(f"{config}: exchange.rest_url: {url!r} is not an http(s) URL", 2)
+        fail(f"{config}: exchange.rest_url: {url!r} is not an http(s) URL", 2)
     return url
 
 
@@ -62,7 +57,7 @@ def pairs(
             typer.echo(f"{len(fetched)} pairs from {url} cached in {path}", err=True)
         found = read_pair_list()
     except PairListError as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     known: dict[str, tuple[Pair, str]] = {s: (p, "bundled") for s, p in PAIRS.items()}
     if found:
         cached, meta = found

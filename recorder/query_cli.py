@@ -22,25 +22,21 @@ import typer
 
 from recorder.schema import TABLES
 from recorder.timespec import DatasetError, parse_interval, parse_time, to_datetime
+from recorder.usage import fail
 
 FORMATS = ("table", "csv", "json")
 DATA_HELP = "Data directory (what `recorder run --data` wrote)."
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _check_data(data: Path) -> None:
     if not data.is_dir():
-        _fail(f"--data {data}: no such directory (record with `recorder run`, or pass "
+        fail(f"--data {data}: no such directory (record with `recorder run`, or pass "
               "--data DIR)")
 
 
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
-        _fail(f"--format {fmt!r} is not supported; allowed: {', '.join(FORMATS)}")
+        fail(f"--format {fmt!r} is not supported; allowed: {', '.join(FORMATS)}")
 
 
 def _time(value: str | None, option: str) -> Any:
@@ -49,7 +45,7 @@ def _time(value: str | None, option: str) -> Any:
     try:
         return to_datetime(parse_time(value, option))
     except DatasetError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _open(data: Path):  # noqa: ANN202
@@ -86,7 +82,7 @@ def _write(rel: Any, out: Path) -> None:
     elif suffix == ".json":
         out.write_text(_as_json(rel))
     else:
-        _fail(f"--out {out}: use a .parquet, .csv or .json file name")
+        fail(f"--out {out}: use a .parquet, .csv or .json file name")
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -109,7 +105,7 @@ def query(
         rel = ds.con.sql(sql)
     except duckdb.Error as e:
         tables = ", ".join(ds.tables()) or "none yet"
-        _fail(f"{str(e).splitlines()[0]}\n  tables with data in {data}: {tables} "
+        fail(f"{str(e).splitlines()[0]}\n  tables with data in {data}: {tables} "
               f"(all tables: {', '.join(TABLES)})")
     if rel is None:
         return
@@ -119,7 +115,7 @@ def query(
         else:
             _print(rel, fmt)
     except duckdb.Error as e:
-        _fail(str(e).splitlines()[0])
+        fail(str(e).splitlines()[0])
 
 
 # -- catalog ---------------------------------------------------------------------------------
@@ -141,11 +137,11 @@ def catalog(
 
     _check_data(data)
     if database.suffix.lower() not in (".duckdb", ".db", ".ddb"):
-        _fail(f"{database}: use a .duckdb, .db or .ddb file name")
+        fail(f"{database}: use a .duckdb, .db or .ddb file name")
     try:
         tables = write_catalog(data, database)
     except duckdb.Error as e:
-        _fail(f"{database}: {str(e).splitlines()[0]}")
+        fail(f"{database}: {str(e).splitlines()[0]}")
     typer.echo(f"wrote {database}: views over {', '.join(tables) or 'no tables yet'} "
                f"(all tables have a view; re-run after a new table gets its first file)",
                err=True)
@@ -212,38 +208,38 @@ def export(
     from recorder.export import export as run_export
 
     if kind not in KINDS:
-        _fail(f"--kind {kind!r}; allowed: {', '.join(KINDS)}")
+        fail(f"--kind {kind!r}; allowed: {', '.join(KINDS)}")
     name = out.name.lower()
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
-        _fail(f"--out {out}: use a .csv, .csv.gz or .parquet file name")
+        fail(f"--out {out}: use a .csv, .csv.gz or .parquet file name")
     if depth is not None and not 1 <= depth <= 1000:
-        _fail(f"--depth {depth}: levels per side must be 1..1000")
+        fail(f"--depth {depth}: levels per side must be 1..1000")
     if kind == "tardis-book-snapshot-25" and depth not in (None, 25):
         typer.echo(f"note: --depth {depth}: the layout is book_snapshot_{depth}", err=True)
     if interval is not None and interval not in ("0", "change"):
         try:
             parse_interval(interval, "--interval")
         except DatasetError as e:
-            _fail(str(e))
+            fail(str(e))
     if kind == "bars" and interval in ("0", "change"):
-        _fail("--interval: bars need a length such as 1s, 1m, 1h, 1d")
+        fail("--interval: bars need a length such as 1s, 1m, 1h, 1d")
     if time_base not in ("exchange", "recv"):
-        _fail(f"--time {time_base!r}; allowed: exchange, recv")
+        fail(f"--time {time_base!r}; allowed: exchange, recv")
     allowed = {"tardis-incremental-book": ("skip", "keep")}.get(kind, ("flag", "skip"))
     if unverified is not None and unverified not in allowed:
-        _fail(f"--unverified {unverified!r} for --kind {kind}; allowed: {', '.join(allowed)}")
+        fail(f"--unverified {unverified!r} for --kind {kind}; allowed: {', '.join(allowed)}")
     if symbol_names not in ("kraken", "canonical"):
-        _fail(f"--symbol-names {symbol_names!r}; allowed: kraken, canonical")
+        fail(f"--symbol-names {symbol_names!r}; allowed: kraken, canonical")
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     if t0 is not None and t1 is not None and t1 <= t0:
-        _fail("--to must be after --from")
+        fail("--to must be after --from")
     symbols = [s.strip() for item in (symbol or []) for s in item.split(",") if s.strip()]
     ds = _open(data)
     if symbols:
         have = set(ds.symbols())
         unknown = [s for s in symbols if s not in have]
         if unknown:
-            _fail(f"--symbol {', '.join(unknown)}: not recorded in {data}; recorded: "
+            fail(f"--symbol {', '.join(unknown)}: not recorded in {data}; recorded: "
                   f"{', '.join(sorted(have)) or 'none'}")
     bar = _Progress(sys.stderr.isatty() if progress is None else progress, f"export {kind}")
     started = time.perf_counter()
@@ -252,7 +248,7 @@ def export(
                           interval=interval, depth=depth, time=time_base,
                           unverified=unverified, symbol_names=symbol_names, progress=bar)
     except DatasetError as e:
-        _fail(str(e))
+        fail(str(e))
     finally:
         bar.close()
     typer.echo(f"wrote {out}: {rows:,} rows in {time.perf_counter() - started:.1f} s",
@@ -275,18 +271,18 @@ def book(
     A series of snapshots: `recorder export --kind book`."""
     _check_format(fmt)
     if not 1 <= depth <= 1000:
-        _fail(f"--depth {depth}: levels per side must be 1..1000")
+        fail(f"--depth {depth}: levels per side must be 1..1000")
     when = _time(at, "--at")
     ds = _open(data)
     have = ds.symbols("book") if ds.has_rows("book") else []
     if symbol not in have:
-        _fail(f"{symbol}: no book rows in {data}; recorded: {', '.join(have) or 'none'}")
+        fail(f"{symbol}: no book rows in {data}; recorded: {', '.join(have) or 'none'}")
     try:
         b = ds.book(symbol, when, depth=depth)
     except DatasetError as e:
-        _fail(str(e))
+        fail(str(e))
     if b.snapshot_at is None:
-        _fail(f"{symbol}: no book snapshot at or before {when.isoformat()}", code=1)
+        fail(f"{symbol}: no book snapshot at or before {when.isoformat()}", code=1)
     if fmt == "json":
         typer.echo(json.dumps({
             "symbol": b.symbol, "at": b.at.isoformat(),
@@ -340,14 +336,14 @@ def report(
 
     _check_format(fmt)
     if out is not None and out.suffix.lower() not in (".html", ".htm", ".png"):
-        _fail(f"--out {out}: use a .html or .png file name")
+        fail(f"--out {out}: use a .html or .png file name")
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     symbols = [s.strip() for item in (symbol or []) for s in item.split(",") if s.strip()]
     ds = _open(data)
     try:
         table = run_report(ds, out, symbols or None, t0, t1)
     except DatasetError as e:
-        _fail(str(e))
+        fail(str(e))
     ds.con.register("_report", table)
     _print(ds.con.sql("SELECT * FROM _report"), fmt)
     if out is not None:

@@ -172,3 +172,28 @@ def _pick(values: dict[str, str], names: tuple[str, ...]) -> str | None:
         if value:
             return value
     return None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, replacing it atomically.
+
+    The temporary file is created with mode 0600 (no window where the umask applies), then
+    renamed over the target, so a reader sees the old file or the new one, never half (the
+    token file for Kraken's sample client, the cached pair list).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -9,43 +9,18 @@ could show the values of local variables.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import typer
 
+from recorder.secrets import write_private
+from recorder.usage import fail
+
 EXIT_FIX_INPUT = 2  # config or credentials wrong: retrying will not help
 EXIT_TRY_LATER = 1  # network, rate limit, Kraken trouble
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only, replacing it atomically.
-
-    The temporary file is created with mode 0600 (no window where the umask applies), then
-    renamed over the target, so a reader sees the old token or the new one, never half.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def token(
@@ -79,18 +54,18 @@ def token(
             creds = secrets.from_env()
             url = rest_url or DEFAULT_REST_URL
         if not url.startswith(("http://", "https://")):
-            _fail(f"--rest-url {url!r} is not an http:// or https:// URL", EXIT_FIX_INPUT)
+            fail(f"--rest-url {url!r} is not an http:// or https:// URL", EXIT_FIX_INPUT)
         helper = TokenHelper(url, credentials=creds, timeout=timeout, retries=retries)
         value = helper.fresh()
         ttl = helper.expires_in()
     except typer.Exit:
         raise
     except (ConfigError, secrets.CredentialError) as e:
-        _fail(str(e), EXIT_FIX_INPUT)
+        fail(str(e), EXIT_FIX_INPUT)
     except TokenError as e:
-        _fail(str(e), EXIT_TRY_LATER)
+        fail(str(e), EXIT_TRY_LATER)
     except Exception as e:  # noqa: BLE001 - one line, never a traceback with locals
-        _fail(f"{type(e).__name__}: {e}", EXIT_TRY_LATER)
+        fail(f"{type(e).__name__}: {e}", EXIT_TRY_LATER)
     lifetime = f" (use it within {ttl:.0f} s)" if ttl is not None else ""
     if write is None:
         typer.echo(value)
@@ -99,5 +74,5 @@ def token(
         # No newline: a client that reads the file whole gets exactly the token.
         write_private(write, value)
     except OSError as e:
-        _fail(f"cannot write {write}: {e.strerror or e}", EXIT_TRY_LATER)
+        fail(f"cannot write {write}: {e.strerror or e}", EXIT_TRY_LATER)
     typer.echo(f"wrote a WebSocket token to {write}{lifetime}", err=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,30 +66,27 @@ def parse_asset_pairs(payload: dict[str, Any]) -> dict[str, Pair]:
 
 def fetch_asset_pairs(rest_url: str, timeout: float = 15.0) -> dict[str, Any]:
     """GET AssetPairs from ``rest_url`` (Kraken's, or the simulator's)."""
-    url = rest_url.rstrip("/") + ASSET_PAIRS_PATH
-    request = urllib.request.Request(url, headers={"User-Agent": "market-recorder/0.1"})
+    from recorder.kraken.rest import KrakenError, public_get
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise PairListError(f"{url}: {reason}") from None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise PairListError(f"{url}: the answer is not JSON") from None
+        return public_get(rest_url, ASSET_PAIRS_PATH, timeout)
+    except KrakenError as e:
+        raise PairListError(str(e)) from None
 
 
 def save_pair_list(pairs: dict[str, Pair], source: str, path: Path | None = None) -> Path:
     """Write the list atomically (a reader never sees half a file)."""
+    from recorder.secrets import write_private
+
     path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"source": source, "fetched_at": int(time.time()),
            "pairs": [[p.wsname, p.rest_id, p.altname, p.price_decimals, p.qty_decimals,
                       p.ordermin] for p in sorted(pairs.values(), key=lambda p: p.symbol)]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=0))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, json.dumps(doc, indent=0))
+    except OSError as e:
+        raise PairListError(f"cannot write the pair list {path}: {e.strerror or e}") from None
     return path
 
 
@@ -134,8 +129,8 @@ def _indexed(path: str, _mtime: int) -> dict[str, Pair]:
 
 def lookup_pair(name: str) -> Pair | None:
     """A pair by canonical/v2 name or v1 wsname: the bundled table first, then the cache."""
-    return find_pair(name) or cached_pairs().get(name) or cached_pairs().get(
-        canonical_symbol(name))
+    cached = cached_pairs()
+    return find_pair(name) or cached.get(name) or cached.get(canonical_symbol(name))
 
 
 def unknown_pair_hint() -> str:

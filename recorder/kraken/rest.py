@@ -120,6 +120,57 @@ class _KeyLock:
                 os.close(fd)  # closing releases the flock
 
 
+def opener_for(rest_url: str) -> urllib.request.OpenerDirector:
+    host = urlsplit(rest_url).hostname or ""
+    # A proxy from the environment must not capture calls to a local simulator.
+    proxies = {} if host in ("localhost", "127.0.0.1", "::1") else None
+    return urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+
+
+def send(opener: urllib.request.OpenerDirector, request: urllib.request.Request,
+         rest_url: str, path: str, timeout: float) -> tuple[int, bytes]:
+    """One HTTP exchange: (status, body), or TransientError for a network failure (to retry)
+    and KrakenError for a URL that cannot work."""
+    # Messages name the path only: the request object carries the key and signature.
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        try:
+            data = e.read()
+        except (OSError, http.client.HTTPException):
+            data = b""
+        return e.code, data
+    except http.client.InvalidURL as e:
+        raise KrakenError(f"{path}: {rest_url} is not a usable URL: {e}") from None
+    except http.client.HTTPException as e:
+        # A truncated body (IncompleteRead), a garbled status line: the connection broke
+        # mid-answer, which is a network failure like any other.
+        raise TransientError(f"{path}: broken answer from {rest_url}: "
+                             f"{_protocol_reason(e)}") from None
+    except urllib.error.URLError as e:
+        raise TransientError(f"{path}: cannot reach {rest_url}: "
+                             f"{_reason(e.reason)}") from None
+    except TimeoutError:
+        raise TransientError(f"{path}: no answer from {rest_url} within "
+                             f"{timeout:g} s") from None
+    except (OSError, ValueError) as e:
+        raise TransientError(f"{path}: request to {rest_url} failed: "
+                             f"{_reason(e)}") from None
+
+
+def public_get(rest_url: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """GET a public endpoint (``/0/public/AssetPairs``); the decoded JSON document."""
+    rest_url = rest_url.rstrip("/")
+    request = urllib.request.Request(rest_url + path, headers={
+        "User-Agent": USER_AGENT, "Accept": "application/json"})
+    status, payload = send(opener_for(rest_url), request, rest_url, path, timeout)
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise KrakenError(f"{path}: {rest_url} answered HTTP {status}, not JSON") from None
+
+
 class PrivateClient:
     """Signed POSTs to ``<rest_url>/0/private/<method>``; returns Kraken's ``result``."""
 
@@ -133,10 +184,7 @@ class PrivateClient:
         state = nonce_state_path(credentials.key) if nonce_state == "auto" else nonce_state
         self._nonces = NonceSource(state)
         self._key_lock = _KeyLock(state)
-        host = urlsplit(self.rest_url).hostname or ""
-        # A proxy from the environment must not capture calls to a local simulator.
-        proxies = {} if host in ("localhost", "127.0.0.1", "::1") else None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        self._opener = opener_for(self.rest_url)
 
     def __repr__(self) -> str:
         return f"PrivateClient({self.rest_url!r}, {self._credentials!r})"
@@ -159,32 +207,7 @@ class PrivateClient:
         return self._result(status, payload, path)
 
     def _send(self, request: urllib.request.Request, path: str) -> tuple[int, bytes]:
-        # Messages name the path only: the request object carries the key and signature.
-        try:
-            with self._opener.open(request, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                data = e.read()
-            except (OSError, http.client.HTTPException):
-                data = b""
-            return e.code, data
-        except http.client.InvalidURL as e:
-            raise KrakenError(f"{path}: {self.rest_url} is not a usable URL: {e}") from None
-        except http.client.HTTPException as e:
-            # A truncated body (IncompleteRead), a garbled status line: the connection broke
-            # mid-answer, which is a network failure like any other.
-            raise TransientError(f"{path}: broken answer from {self.rest_url}: "
-                                 f"{_protocol_reason(e)}") from None
-        except urllib.error.URLError as e:
-            raise TransientError(f"{path}: cannot reach {self.rest_url}: "
-                                 f"{_reason(e.reason)}") from None
-        except TimeoutError:
-            raise TransientError(f"{path}: no answer from {self.rest_url} within "
-                                 f"{self.timeout:g} s") from None
-        except (OSError, ValueError) as e:
-            raise TransientError(f"{path}: request to {self.rest_url} failed: "
-                                 f"{_reason(e)}") from None
+        return send(self._opener, request, self.rest_url, path, self.timeout)
 
     def _result(self, status: int, payload: bytes, path: str) -> Any:
         try:
