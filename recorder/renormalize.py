@@ -23,7 +23,6 @@ old parse.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,12 +34,12 @@ import pyarrow.parquet as pq
 from recorder.book import BookKeeper
 from recorder.kraken import v1, v2
 from recorder.kraken.common import new_rows
+from sinks.layout import parse_parquet_name
 
 _BATCH = 50_000
 # Read in small batches: one reader per source is open at a time during the merge.
 _READ_BATCH = 8_192
 _COLUMNS = ["conn_id", "ts_recv", "endpoint", "frame"]
-_NAME = re.compile(r"^\d{8}T\d{6}Z-\d{8}T\d{6}Z-(?P<source>.+)-(?P<seq>\d+)\.parquet$")
 
 
 class RawFrame(NamedTuple):
@@ -53,12 +52,11 @@ class RawFrame(NamedTuple):
 
 def raw_sources(data: Path) -> dict[str, list[Path]]:
     """The raw files under ``data`` per source, each list in the order it was written."""
-    found: dict[str, list[tuple[int, str, Path]]] = {}
+    found: dict[str, list[tuple[int, int, str, Path]]] = {}
     for path in (data / "raw").rglob("*.parquet"):
-        m = _NAME.match(path.name)
         # A file renamed by hand is its own stream: better than guessing its neighbours.
-        source, seq = (m["source"], int(m["seq"])) if m else (f"file:{path}", 0)
-        found.setdefault(source, []).append((seq, path.name, path))
+        source, seq, again = parse_parquet_name(path.name) or (f"file:{path}", 0, 0)
+        found.setdefault(source, []).append((seq, again, path.name, path))
     return {src: [p for *_, p in sorted(files)] for src, files in sorted(found.items())}
 
 

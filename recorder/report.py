@@ -36,7 +36,6 @@ from recorder.dataset import (
 from recorder.schema import GAP_EVENT_KINDS
 
 LANE_TABLES = ("trades", "book", "spread", "ohlc", "ticker")
-GAP_KINDS = GAP_EVENT_KINDS
 HOUR_US = 3_600_000_000
 MINUTE_US = 60_000_000
 _BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)  # seconds; the chart picks one
@@ -60,7 +59,7 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
     ev_where = time_filter(lo, hi)
     pivots = ", ".join(f"coalesce(sum(n) FILTER (WHERE tbl = '{t}'), 0)::BIGINT AS rows_{t}"
                        for t in LANE_TABLES if t in tables)
-    gap_kinds = ", ".join(f"'{k}'" for k in GAP_KINDS)
+    gap_kinds = ", ".join(f"'{k}'" for k in GAP_EVENT_KINDS)
     query = f"""
         WITH m AS ({counts}),
         span AS (SELECT min(minute) AS a, max(minute) AS b FROM m),
@@ -145,7 +144,7 @@ def coverage(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = Non
     gaps: list[int] = []
     failures: list[tuple[str, int]] = []
     if ds.has_rows("events"):
-        kinds = ", ".join(f"'{k}'" for k in (*GAP_KINDS, "checksum_mismatch"))
+        kinds = ", ".join(f"'{k}'" for k in (*GAP_EVENT_KINDS, "checksum_mismatch"))
         ev = ds.con.execute(
             f"SELECT kind, symbol, (epoch_us(ts_recv) - {start_us}) // {bucket} FROM events"
             f"{_where(time_filter(lo, hi) + [f'kind IN ({kinds})'])}").fetchall()

@@ -28,16 +28,17 @@ from typing import Any
 import typer
 
 from recorder.schema import GAP_EVENT_KINDS, TABLES
+from sinks.layout import PARQUET_NAME
 
 # What counts as a gap in the data: the connection ended, or the process died.
-GAP_KINDS = GAP_EVENT_KINDS
 PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
                  "sink_backpressure", "value_unconvertible", "collector_failed",
                  "events_dropped", "sink_writer_died", "sink_close_incomplete",
-                 "credentials_refused")
+                 "credentials_refused", "resync_failed")
 
-_FILE_SOURCE = re.compile(r"-\d{8}T\d{6}Z-(.+)-\d{4,}(?:-\d+)?\.parquet$")
+# The file name within a path (DuckDB's filename column): group 3 is the source.
+_FILE_SOURCE = PARQUET_NAME.pattern.lstrip("^")
 _SEGMENT_SOURCE = re.compile(r"^[^-]+-\d{4}-\d{2}-\d{2}-(.+)-\d{4,}$")
 _PID_SUFFIX = re.compile(r"-\d+$")
 _HEARTBEAT_SECONDS = 5.0  # how often a collector rewrites its heartbeat file
@@ -80,7 +81,7 @@ def _table_rows(con, data: Path, table: str, since_us: int) -> None:
         detail = "detail" if table == "events" else "NULL::VARCHAR"
         kind = "kind" if table == "events" else "NULL::VARCHAR"
         parts.append(
-            f"SELECT regexp_extract(filename, '{_FILE_SOURCE.pattern}', 1) AS source, "
+            f"SELECT regexp_extract(filename, '{_FILE_SOURCE}', 3) AS source, "
             f"{symbol} AS symbol, epoch_us(ts_recv) AS ts_us, {kind} AS kind, "
             f"{detail} AS detail FROM read_parquet('{pattern}', filename = true, "
             "hive_partitioning = true, union_by_name = true) "
@@ -202,7 +203,7 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
 
     for entry in collectors.values():
         ev = entry["events"]
-        entry["gaps"] = sum(ev.get(k, 0) for k in GAP_KINDS)
+        entry["gaps"] = sum(ev.get(k, 0) for k in GAP_EVENT_KINDS)
         entry["checksum_failures"] = ev.get("checksum_mismatch", 0)
     return {"data": str(data), "now": now, "window_s": window,
             "collectors": dict(sorted(collectors.items()))}
@@ -276,7 +277,7 @@ def render(report: dict) -> str:
             out.append(f"  no market data in the last {span}")
         ev = c["events"]
         problems = ", ".join(f"{k} {ev[k]}" for k in PROBLEM_KINDS if ev.get(k))
-        gaps = ", ".join(f"{k} {ev[k]}" for k in GAP_KINDS if ev.get(k))
+        gaps = ", ".join(f"{k} {ev[k]}" for k in GAP_EVENT_KINDS if ev.get(k))
         out.append(f"  gaps           {c['gaps']}" + (f" ({gaps})" if gaps else ""))
         out.append(f"  checksum fails {c['checksum_failures']}")
         if problems:

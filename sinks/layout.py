@@ -52,6 +52,17 @@ def parquet_name(first_us: int, last_us: int, source: str, seq: int) -> str:
     return f"{stamp(first_us)}-{stamp(last_us)}-{source}-{seq:04d}.parquet"
 
 
+# parquet_name(), plus the "-N" finalize adds when the name is taken already.
+PARQUET_NAME = re.compile(r"^(?P<first>\d{8}T\d{6}Z)-(?P<last>\d{8}T\d{6}Z)-(?P<source>.+)"
+                          r"-(?P<seq>\d{4,})(?:-(?P<again>\d+))?\.parquet$")
+
+
+def parse_parquet_name(name: str) -> tuple[str, int, int] | None:
+    """(source, seq, collision index) of a file parquet_name() named; None for others."""
+    m = PARQUET_NAME.match(name)
+    return (m["source"], int(m["seq"]), int(m["again"] or 0)) if m else None
+
+
 def journal_dir(root: Path, table: str | None = None) -> Path:
     base = root / JOURNAL_DIR
     return base / table if table else base
