@@ -81,6 +81,25 @@ class IncidentFile:
             self._open[key] = Incident(kind, ts_us, {k: _short(v) for k, v in detail.items()})
             self._save()
 
+    def carry(self, source: str, incidents: list[Incident]) -> None:
+        """Incidents taken over from a process that is gone: kept in this file until their
+        events rows are durable (clear_carried), so a crash now does not lose them."""
+        with self._lock:
+            for n, i in enumerate(incidents):
+                self._open[f"carried:{source}:{n}"] = i
+            if incidents:
+                self._save()
+
+    @property
+    def carrying(self) -> bool:
+        return any(k.startswith("carried:") for k in self._open)
+
+    def clear_carried(self) -> None:
+        with self._lock:
+            for key in [k for k in self._open if k.startswith("carried:")]:
+                del self._open[key]
+            self._save()
+
     def clear(self, key: str) -> None:
         with self._lock:
             if self._open.pop(key, None) is not None:

@@ -187,7 +187,7 @@ class ParquetSink:
             pass
         self._writer.join(_left(deadline))
         if self._writer.died:  # it never passed the stop on: nothing else will
-            self._publisher.put(("stop", self._clock()))
+            self._publisher.put(("stop", self._clock()), timeout=_left(deadline))
         self._publisher.join(_left(deadline))
         if self._writer.is_alive() or self._publisher.is_alive():
             self._publisher.abandon.set()
@@ -272,6 +272,9 @@ class ParquetSink:
         try:
             journal_dir(self.root).mkdir(parents=True, exist_ok=True)
             return IncidentFile(self.root, self.source)
+        except BlockingIOError as e:  # EWOULDBLOCK is EAGAIN here: not a passing condition
+            raise SinkError(f"the source {self.source} is in use by a running sink in "
+                            f"{self.root}; give each collector its own name") from e
         except OSError as e:
             where = e.filename or self.root
             what = f"{e.strerror or e} ({where})"
@@ -284,7 +287,9 @@ class ParquetSink:
             raise SinkError(f"cannot write to the data directory {self.root}: {what}") from e
 
     def _report_incidents(self, source: str, incidents: list) -> None:
-        """Store what a process that is gone could not: its losses become events rows."""
+        """Store what a process that is gone could not: its losses become events rows (and
+        stay in this sink's incident file until those rows are journaled)."""
+        self._incidents.carry(source, incidents)
         for i in incidents:
             detail = {**i.detail, "source": source, "reported": "at the next start"}
             self.reporter.problem(i.kind, detail, level=logging.WARNING, ts_us=i.ts_us)

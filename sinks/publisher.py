@@ -42,12 +42,20 @@ class Publisher(threading.Thread):
         self.waiting = 0  # segments queued or being published
         self._lock = threading.Lock()
 
-    def put(self, item: SegmentWriter | tuple) -> None:
-        """Queue a segment or a control item; blocks while ``max_waiting`` items wait."""
+    def put(self, item: SegmentWriter | tuple, timeout: float | None = None) -> bool:
+        """Queue a segment or a control item; blocks while ``max_waiting`` items wait (at
+        most ``timeout`` seconds: False if it could not be queued)."""
         if isinstance(item, SegmentWriter):
             with self._lock:
                 self.waiting += 1
-        self._queue.put(item)
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            if isinstance(item, SegmentWriter):
+                with self._lock:
+                    self.waiting -= 1
+            return False
+        return True
 
     def run(self) -> None:
         while True:

@@ -60,6 +60,7 @@ class Writer(threading.Thread):
         self.publisher = publisher
         self.stats = stats
         self.incidents = incidents  # problems the next start must report if we die
+        self._carried_stored = False  # incidents taken over are in a stored events batch
         self.died = False
         self._open: dict[tuple[str, int], SegmentWriter] = {}
         self._seq = 0
@@ -167,6 +168,8 @@ class Writer(threading.Thread):
             log.error("sink event row unconvertible: %s", p)
         self._enqueue("events", batch, int(self.reporter.clock() * 1_000_000))
         self._drain()
+        if self.incidents is not None and self.incidents.carrying:
+            self._carried_stored = True  # taken over at start-up: in these rows
 
     def _enqueue(self, table: str, batch: pa.RecordBatch, arrival_us: int) -> None:
         """Split ``batch`` by rotation window of ``ts_recv`` (hence by UTC date too)."""
@@ -241,6 +244,9 @@ class Writer(threading.Thread):
         for seg in self._open.values():
             self.stats.add_journaled(seg.info.table, seg.sync())
         self._last_sync = time.monotonic()
+        if self._carried_stored:  # their events rows are durable now
+            self._carried_stored = False
+            self.incidents.clear_carried()
 
     def _sync_if_due(self) -> None:
         unsynced = sum(s.size - s.synced_bytes for s in self._open.values())

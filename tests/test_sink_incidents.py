@@ -120,3 +120,34 @@ def test_a_reused_source_inherits_the_dead_processes_incidents(tmp_path: Path) -
     ParquetSink(tmp_path, "kraken", source="job-public-7", recover_on_start=False).close()
     ((kind, detail, ts),) = events(tmp_path)
     assert (kind, detail["error"], ts) == ("sink_writer_died", "boom", T0)
+
+
+def test_taken_over_incidents_stay_on_disk_until_their_rows_are_journaled(tmp_path: Path):
+    """The next start reads a dead sink's incidents; until their events rows are journaled
+    they live on in its own incident file, so dying again right then loses nothing."""
+    dead = IncidentFile(tmp_path, "dead-1")
+    dead.record("writer_died", "sink_writer_died", {"error": "boom"}, T0)
+    dead.release()  # the process is gone; its file stays
+    sink = ParquetSink(tmp_path, "kraken", source="next-2", journal_interval=60)
+    own = tmp_path / ".journal" / f"next-2{incidents.SUFFIX}"
+    assert not (tmp_path / ".journal" / f"dead-1{incidents.SUFFIX}").exists()
+    assert b"sink_writer_died" in own.read_bytes(), "carried until journaled"
+    sink.close()
+    assert not own.exists()
+    assert [(k, d["source"]) for k, d, _ in events(tmp_path)] == [("sink_writer_died",
+                                                                   "dead-1")]
+
+
+def test_taken_over_incidents_are_cleared_once_journaled(tmp_path: Path):
+    dead = IncidentFile(tmp_path, "dead-1")
+    dead.record("writer_died", "sink_writer_died", {"error": "boom"}, T0)
+    dead.release()
+    sink = ParquetSink(tmp_path, "kraken", source="next-2", journal_interval=0.1)
+    own = tmp_path / ".journal" / f"next-2{incidents.SUFFIX}"
+    deadline = time.monotonic() + 10
+    while b"sink_writer_died" in own.read_bytes():
+        assert time.monotonic() < deadline, "the carried incident was never cleared"
+        time.sleep(0.05)
+    assert own.exists(), "the sink is still running"
+    sink.close()
+    assert [k for k, _, _ in events(tmp_path)] == ["sink_writer_died"]
