@@ -11,7 +11,8 @@ only watches:
   ``down_s`` up to the start of the collector that took over, so the hole in the data is
   listed as a gap like any disconnect. The row is written once the new collector is known
   to have started (past ``startup_grace``, or when it exits other than with 75), and
-  retried until it is stored: a full disk delays it, it does not lose it;
+  retried until it is stored: a full disk delays it, it does not lose it. An outage still
+  open when the job ends (stopped during a backoff) is recorded then, down until the end;
 - exit code 75 (``TEMPFAIL_EXIT``: the data directory cannot be written *for now*, e.g.
   the disk is full) means "try again later": restarted with the same backoff, for as long
   as it takes, without counting as a start-up failure. Recording resumes when space returns;
@@ -110,7 +111,6 @@ class Child:
     # collector_restarted row describes), and starts refused with TEMPFAIL_EXIT since.
     outage: dict[str, Any] | None = None
     tempfails: int = 0
-    restart_pending: bool = False  # a collector_restarted row waits for a confirmed start
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,6 +169,11 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._kill_leftovers()
+            # Outages no restart ended (the job stopped during a backoff or a full disk):
+            # still one row each, down until now, so the gap is listed.
+            for child in self.children:
+                if child.outage is not None:
+                    self._record_outage(child, time.time(), ended="the job stopped first")
             self._finished.set()  # each event thread makes one last attempt
             for t in self._event_threads:
                 t.join(10.0)
@@ -255,16 +260,19 @@ class Supervisor:
         if child.restarts:
             log.warning("%s: restarted, pid %d (restart %d; previous pid %s %s)", child.name,
                         child.pid, child.restarts, child.previous_pid, child.last_exit)
-            child.restart_pending = child.outage is not None
         else:
             log.info("%s: started, pid %d", child.name, child.pid)
 
     def _confirm_restart(self, child: Child) -> None:
-        """The collector that took over has started: the outage is over, record it."""
+        """The collector that took over has started: the outage is over, record it. (Only
+        a started collector calls this, so an outage here was followed by a start.)"""
+        if child.outage is not None:
+            self._record_outage(child, child.started_at)
+
+    def _record_outage(self, child: Child, until: float, **extra: Any) -> None:
+        """One collector_restarted row for the outage of ``child``, down until ``until``."""
         outage = child.outage
-        if not child.restart_pending or outage is None:
-            return
-        child.restart_pending = False
+        assert outage is not None
         child.outage = None
         detail = {
             "collector": child.key, "config": str(child.config.path), "role": child.role,
@@ -273,8 +281,8 @@ class Supervisor:
             # Confirmed at its own exit, the new collector is previous_pid already.
             "pid": child.pid if child.proc is not None else child.previous_pid,
             "restarts": child.restarts,
-            "down_s": round(max(0.0, child.started_at - outage["at"]), 3),
-            **_subscriptions(child.config, child.role),
+            "down_s": round(max(0.0, until - outage["at"]), 3),
+            **_subscriptions(child.config, child.role), **extra,
         }
         if child.tempfails:
             detail["failed_starts"] = child.tempfails
@@ -364,6 +372,7 @@ class Supervisor:
         stops. Mid-run (a key revoked after weeks of recording) only that collector stops:
         the others keep recording what they still can, and the job ends with exit 2."""
         child.restart_at = None
+        child.outage = None  # not restarted: its collector_failed row records the end
         self._set_state(child, "failed", reason=reason)
         self._record_event(child, "collector_failed", {
             "collector": child.key, "config": str(child.config.path), "role": child.role,

@@ -61,19 +61,23 @@ def supervised(tmp: Path, *configs: Path, data: Path, args: tuple[str, ...] = ()
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            # A collector must never outlive its supervisor (PR_SET_PDEATHSIG), but make
-            # sure in the test: kill whatever pid the state files still name as running.
-            for state in _states(data):
-                pid = state.get("pid")
-                if pid and state.get("state") not in ("stopped", "finished", "failed"):
-                    _kill_if_alive(pid)
+            _stop_supervisor(proc, data, timeout=20)
+
+
+def _stop_supervisor(proc: subprocess.Popen, data: Path, timeout: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # A collector must never outlive its supervisor (PR_SET_PDEATHSIG), but make sure in
+    # the test: kill whatever pid the state files still name as running.
+    for state in _states(data):
+        pid = state.get("pid")
+        if pid and state.get("state") not in ("stopped", "finished", "failed"):
+            _kill_if_alive(pid)
 
 
 def _kill_if_alive(pid: int) -> None:
@@ -484,18 +488,9 @@ def supervised_piped(tmp: Path, cfg: Path, data: Path):
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_supervisor(proc, data, timeout=30)
         reader.join(5)
         (tmp / "supervisor.log").write_text("".join(lines))
-        for state in _states(data):
-            if state.get("pid") and state.get("state") not in ("stopped", "finished", "failed"):
-                _kill_if_alive(state["pid"])
 
 
 @pytest.mark.parametrize("kind", ["tmpfs", "fsize"])

@@ -352,3 +352,23 @@ def test_supervised_real_collector_stops_cleanly(tmp_path, sig):
     assert sup.returncode == 0, err
     assert took < 5
     assert read_states(data)[0]["state"] == "stopped"
+
+
+def test_an_outage_the_job_outlives_is_still_one_gap_row(tmp_path):
+    """A collector crashes and the job is stopped during the backoff before its restart:
+    the hole still becomes a collector_restarted row, down until the job ended."""
+    def commands(i, attempt):
+        return _py("import sys, time; time.sleep(0.5); sys.exit(1)")
+
+    sup = _supervisor(tmp_path, commands, backoff_initial=5.0, backoff_max=5.0)
+    timer = _signal_later(1.5)
+    t0 = time.time()
+    code = sup.run()
+    timer.cancel()
+    assert code == 0 and sup.attempts == {0: 1}
+    rows = db(tmp_path / "data").execute(
+        "SELECT kind, epoch(ts_recv), detail FROM events").fetchall()
+    assert [r[0] for r in rows] == ["collector_restarted"]
+    detail = json.loads(rows[0][2])
+    assert detail["ended"] == "the job stopped first" and detail["exit"] == "exit code 1"
+    assert 0.5 <= detail["down_s"] <= 2.5 and t0 + 0.4 <= rows[0][1] <= t0 + 2.0
