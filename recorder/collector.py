@@ -332,8 +332,9 @@ class Collector:
             log.warning("book checksum mismatch on %s (expected %d, computed %d): resyncing",
                         m.symbol, m.expected, m.computed)
             depth = self.adapter.book_depths.get(m.symbol) or self.books.books[m.symbol].depth
-            self.pending_resyncs.begin(m.symbol, depth, now)
-        self._drive_resyncs(ws, now)
+            entry = self.pending_resyncs.begin(m.symbol, depth, now)
+            if not entry.attempts:  # a resync already under way goes on at its own pace
+                self._send_resync(ws, entry, now)
 
     def _drive_resyncs(self, ws: websocket.WebSocket, now: float) -> str | None:
         """Send the resync requests whose time has come; a reason to reconnect when a
@@ -349,14 +350,17 @@ class Collector:
             if entry.attempts:
                 self._event("resync_retry", detail(attempt=entry.attempts + 1, after=entry.why),
                             entry.symbol, "book")
-            if self.adapter.book_resync is None:
-                continue
-            # Two ids: the unsubscribe's and the subscribe's (reqid + 1), which a refusal names.
-            self._reqid += 2
-            for req in self.adapter.book_resync(entry.symbol, entry.depth, self._reqid):
-                ws.send(req)
-            tracker.sent(entry, self._reqid + 1, now)
+            self._send_resync(ws, entry, now)
         return None
+
+    def _send_resync(self, ws: websocket.WebSocket, entry: PendingResync, now: float) -> None:
+        if self.adapter.book_resync is None:
+            return
+        # Two ids: the unsubscribe's and the subscribe's (reqid + 1), which a refusal names.
+        self._reqid += 2
+        for req in self.adapter.book_resync(entry.symbol, entry.depth, self._reqid):
+            ws.send(req)
+        self.pending_resyncs.sent(entry, self._reqid + 1, now)
 
     def _resync_refused(self, reqid: int | None, why: str | None, ts_recv: int) -> bool:
         """The refusal of a resync's subscribe (retried by the tracker): True if it was."""

@@ -134,21 +134,12 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
     rest_url = v.url(exchange, "exchange.rest_url", DEFAULT_REST_URL, schemes=("http", "https"))
 
     out_path = Path(v.string(output, "output.path", "data"))
-    rotate_text = v.string(output, "output.rotate", "1h")
-    try:
-        rotate = parse_duration(rotate_text)
-    except ValueError:
-        v.fail("output.rotate", f"{rotate_text!r} is not a duration; use a number with s, m, h "
-               "or d, e.g. \"1h\" or \"15m\"")
+    rotate = v.duration(output, "output.rotate", "1h", example='"1h" or "15m"')
     raw = v.boolean(output, "output.raw", False)
     max_file_mb = v.number(output, "output.max_file_mb", 256, integer=True, minimum=1)
     journal_interval = v.number(output, "output.journal_interval", 1.0, minimum=0.05)
-    checkpoint_text = v.string(output, "output.book_checkpoint", "1m")
-    try:
-        checkpoint = 0 if checkpoint_text.strip() == "0" else parse_duration(checkpoint_text)
-    except ValueError:
-        v.fail("output.book_checkpoint", f"{checkpoint_text!r} is not a duration; use a number "
-               "with s, m, h or d, e.g. \"1m\" or \"30s\", or \"0\" for no checkpoints")
+    checkpoint = v.duration(output, "output.book_checkpoint", "1m", example='"1m" or "30s"',
+                            off="no checkpoints")
 
     subs_raw = data.get("subscribe")
     if subs_raw is None:
@@ -246,6 +237,19 @@ class _Checker:
         if not isinstance(value, str) or not value:
             self.fail(key, f"must be a non-empty string, got {value!r}")
         return value
+
+    def duration(self, table: dict, key: str, default: str, *, example: str,
+                 off: str | None = None) -> int:
+        """Seconds of a duration such as "1h"; with ``off``, "0" is allowed and means that."""
+        text = self.string(table, key, default)
+        if off is not None and text.strip() == "0":
+            return 0
+        try:
+            return parse_duration(text)
+        except ValueError:
+            zero = f', or "0" for {off}' if off else ""
+            self.fail(key, f"{text!r} is not a duration; use a number with s, m, h or d, e.g. "
+                      f"{example}{zero}")
 
     def boolean(self, table: dict, key: str, default: bool) -> bool:
         value = self._get(table, key)

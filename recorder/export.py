@@ -31,6 +31,7 @@ from recorder.dataset import (
     to_arrow,
 )
 
+_STEPS = 1000  # progress scale: thousandths of the work (of a query, or of a symbol's rows)
 KINDS = ("bars", "book", "quotes", "tardis-trades", "tardis-incremental-book",
          "tardis-book-snapshot-25", "tardis-quotes")
 TIME_BASES = ("exchange", "recv")
@@ -192,7 +193,7 @@ def _rebuilt(ds: Dataset, kind: str, symbols: list[str], start_us: int, end_us: 
     from recorder.rebuild import _series
 
     text = kind.startswith("tardis-")
-    steps = 1000  # per symbol: the share of its book rows applied so far
+    steps = _STEPS  # per symbol: the share of its book rows applied so far
     for n, sym in enumerate(symbols):
         def rows_applied(done: int, total: int, n: int = n) -> None:
             if progress:
@@ -320,9 +321,6 @@ def _plain_decimals(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Tab
 def _batches(rel: duckdb.DuckDBPyRelation, size: int = 65_536) -> pa.RecordBatchReader:
     fn = getattr(rel, "to_arrow_reader", None) or rel.fetch_record_batch
     return fn(size)
-
-
-_STEPS = 1000  # progress of a query, in tenths of a percent
 
 
 def _stream(con: duckdb.DuckDBPyConnection, query: str, sink: _Sink,

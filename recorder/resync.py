@@ -27,7 +27,6 @@ class PendingResync:
     due: float = 0.0  # monotonic time of the next step (send, or give up on this attempt)
     reqid: int | None = None  # of the subscribe in flight; a refusal names it
     why: str = "mismatch"  # why the next send happens: mismatch | refused | timeout
-    started: float = 0.0
 
 
 @dataclass
@@ -45,7 +44,7 @@ class ResyncTracker:
         if entry is None:
             entry = self.pending[symbol] = PendingResync(
                 symbol, depth, Backoff(self.backoff_initial, self.backoff_max, self.rng),
-                due=now, started=now)
+                due=now)
         return entry
 
     def due(self, now: float) -> list[PendingResync]:
