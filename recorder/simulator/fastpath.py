@@ -132,10 +132,15 @@ async def pump(s: Session, blob: Blob, corruptor: Corruptor | None = None) -> No
             return
         if s.corrupt and corruptor is not None:
             for symbol in list(s.corrupt):
+                # One search per armed fault: it finds the first suitable frame from here on,
+                # and if there is none now there is none later in this stream either.
                 hit = corruptor(symbol, ci * CHUNK_FRAMES)
+                s.corrupt.discard(symbol)
                 if hit is not None:
                     swaps[hit[0]] = hit[1]
-                    s.corrupt.discard(symbol)
+                else:
+                    log.warning("conn %s: corrupt_book %s: no book update left to corrupt",
+                                s.conn_id, symbol)
         s.send_chunk(blob.chunk_bytes(ci, swaps), n, counts)
         await s.ws.drain()
 

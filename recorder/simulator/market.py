@@ -115,7 +115,8 @@ class PairMarket:
                              [(p * price_scale, q) for p, q in self.bids.top_pq(10)])
 
     def checksum_v1(self) -> int:
-        return self.checksum(10**self.v1_pad) if self.v1_pad else self.checksum()
+        """The checksum of the v1 wire text, whose prices carry v1_pad more zeros."""
+        return self.checksum(10**self.v1_pad)
 
     def bbo(self) -> tuple[int, int, int, int]:
         bid = self.bids.best() or (0, 0)
@@ -138,7 +139,7 @@ class BookEvent:
     time: float
     bbo_changed: bool
     undo: list[tuple[int, int, int, str]]
-    checksum_v1: int = 0  # over the v1 wire text (padded prices, see PairMarket.v1_pad)
+    checksum_v1: int  # over the v1 wire text (padded prices, see PairMarket.v1_pad)
     cache: dict = field(default_factory=dict)
 
 

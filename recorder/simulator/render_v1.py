@@ -13,10 +13,7 @@ from .numbers import fmt_fixed
 
 def _price(ticks: int, pm: PairMarket) -> str:
     """A price as the v1 wire writes it: the pair's decimals, then its extra zeros."""
-    text = fmt_fixed(ticks, pm.pd)
-    if not pm.v1_pad:
-        return text
-    return text + ("" if pm.pd else ".") + "0" * pm.v1_pad
+    return fmt_fixed(ticks * 10**pm.v1_pad, pm.pd + pm.v1_pad)
 
 
 def _level(lv: ViewLevel, pm: PairMarket, qd: int) -> str:

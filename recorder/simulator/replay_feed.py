@@ -80,9 +80,12 @@ async def _run(sim: Simulator, s: Session) -> None:
             if s.corrupt and swap is None and f.key[1] in s.corrupt and f.channel == "book":
                 where = [j for j, g in enumerate(frames) if g.key == f.key]
                 hit = corrupt_frame([frames[j] for j in where], where.index(i), f.key[1])
+                s.corrupt.discard(f.key[1])  # none now means none later: search once
                 if hit is not None:
-                    s.corrupt.discard(f.key[1])
                     swap = (where[hit[0]], hit[1])
+                else:
+                    log.warning("conn %s: corrupt_book %s: no book update left to corrupt",
+                                s.conn_id, f.key[1])
             if swap is not None and swap[0] == i:
                 s.send(swap[1], f.channel)
                 swap = None
