@@ -38,7 +38,7 @@ T0 = 1_795_000_000_000_000  # 2026-11-18T18:13:20Z
 def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float,
              seed: int = 5) -> dict:
     """Write the recording; returns its shape."""
-    from recorder.book import _Side
+    from recorder.capture.book import _Side
     from sinks.parquet_sink import ParquetSink
 
     rng = random.Random(seed)
@@ -95,8 +95,8 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
 
 def measure(data: Path, at_us: int, checkpoints: bool) -> dict:
     """One book_at in this process: seconds, peak RSS, and the book as text."""
-    from recorder.dataset import open_dataset, to_datetime
-    from recorder.rebuild import start_point
+    from recorder.analysis.dataset import open_dataset, to_datetime
+    from recorder.analysis.rebuild import start_point
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

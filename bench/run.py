@@ -35,9 +35,9 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recorder.collector import make_public_adapter  # noqa: E402
-from recorder.config import load_config  # noqa: E402
-from recorder.query import connect  # noqa: E402
+from recorder.analysis.query import connect  # noqa: E402
+from recorder.capture.collector import make_public_adapter  # noqa: E402
+from recorder.core.config import load_config  # noqa: E402
 from recorder.simulator.testing import SimulatorProcess  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -230,9 +230,9 @@ def measure_latency(seconds: float) -> dict:
 
 def measure_verification(repeat: int = 20) -> dict:
     """Cost of the book keeper per update: parse the real v2 capture with and without it."""
-    from recorder.book import BookKeeper
-    from recorder.kraken import v2
-    from recorder.kraken.common import new_rows
+    from recorder.capture.book import BookKeeper
+    from recorder.exchanges.kraken import v2
+    from recorder.exchanges.kraken.common import new_rows
 
     capture = ROOT.parent / "shared" / "data" / "kraken" / "flashbook" / "live-btc-eth.ndjson"
     if not capture.exists():
@@ -269,7 +269,7 @@ def _decimal_from_ticks(ticks: np.ndarray, scale: int, typ: pa.DataType) -> pa.A
 
 
 def measure_duckdb(n: int) -> dict:
-    from recorder.schema import arrow_schema
+    from recorder.core.schema import arrow_schema
     from sinks.parquet_format import parquet_writer
 
     root = OUT / "duckdb"

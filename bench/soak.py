@@ -3,7 +3,7 @@
     .venv/bin/python bench/soak.py                    # 10 minutes, 5,000 msg/s, 1-min files
     .venv/bin/python bench/soak.py --minutes 2 --speed max
 
-Starts the simulator and `python -m recorder.supervisor` (what `recorder run` does) with
+Starts the simulator and `python -m recorder.capture.supervisor` (what `recorder run` does) with
 trade + book-10 + spread on two pairs, files rotating every minute (so publishing runs
 throughout), and samples the collector's and the supervisor's RSS every few seconds from
 /proc. "Flat" means: the median RSS of the last quarter is within --tolerance (default 10 %)
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recorder.query import connect  # noqa: E402
+from recorder.analysis.query import connect  # noqa: E402
 from recorder.simulator.testing import SimulatorProcess  # noqa: E402
 
 SUBS = """
@@ -81,7 +81,7 @@ def main() -> int:
                        f'url = "{sim.urls["ws_" + api]}"\n'
                        f'[output]\nrotate = "{args.rotate}"\n{SUBS}')
         log = open(work / "recorder.log", "w")
-        sup = subprocess.Popen([sys.executable, "-m", "recorder.supervisor", str(cfg),
+        sup = subprocess.Popen([sys.executable, "-m", "recorder.capture.supervisor", str(cfg),
                                 "--data", str(data)], stdout=log, stderr=subprocess.STDOUT,
                                cwd=ROOT)
         state_file = data / ".status" / "soak-public.json"

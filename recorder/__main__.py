@@ -1,3 +1,3 @@
-from recorder.cli import main
+from recorder.cli.main import main
 
 main()

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from recorder.query import connect
+from recorder.analysis.query import connect
 from recorder.simulator.testing import SimulatorProcess
 
 PAIRS = '["BTC/USD", "ETH/USD"]'

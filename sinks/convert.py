@@ -18,7 +18,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.schema import TABLES, TIMESTAMP, arrow_schema
+from recorder.core.schema import TABLES, TIMESTAMP, arrow_schema
 
 _ARROW_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
 _TEXT_LIMIT = 200  # keep a problem report readable even if an adapter hands over a frame

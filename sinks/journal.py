@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recorder.schema import arrow_schema
+from recorder.core.schema import arrow_schema
 from sinks.layout import SEGMENT_SUFFIX, fsync_dir, journal_dir, segment_path
 from sinks.parquet_format import META_PREFIX, file_metadata
 

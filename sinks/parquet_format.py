@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recorder import schema as _schema
-from recorder.schema import TABLES, arrow_schema
+from recorder.core import schema as _schema
+from recorder.core.schema import TABLES, arrow_schema
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 1

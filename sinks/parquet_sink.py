@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recorder.schema import TABLES
+from recorder.core.schema import TABLES
 from sinks.finalize import Recovery, recover
 from sinks.incidents import IncidentFile, take_abandoned
 from sinks.layout import check_name, journal_dir, safe_token

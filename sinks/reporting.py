@@ -19,7 +19,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from recorder.schema import TABLES
+from recorder.core.schema import TABLES
 
 log = logging.getLogger("sinks")
 

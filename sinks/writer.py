@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.schema import TABLES, column_index
+from recorder.core.schema import TABLES, column_index
 from sinks.convert import Problem, rows_to_batch
 from sinks.incidents import IncidentFile
 from sinks.journal import SegmentInfo, SegmentWriter

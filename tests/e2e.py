@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from recorder.query import connect
+from recorder.analysis.query import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -66,7 +66,7 @@ class SentinelPlugin:
 
     def pytest_configure(self, config: pytest.Config) -> None:
         global _HOOKED
-        # Nonce state files go to XDG_RUNTIME_DIR (recorder.kraken.rest): a folder of this
+        # Nonce state files go to XDG_RUNTIME_DIR (recorder.exchanges.kraken.rest): a folder of this
         # session, inherited by every child, scanned and removed at the end.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="mr-test-runtime-"))
         self._old_runtime = os.environ.get("XDG_RUNTIME_DIR")

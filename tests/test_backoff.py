@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from recorder.backoff import Backoff
+from recorder.core.backoff import Backoff
 
 
 def test_delays_grow_exponentially_up_to_the_cap():

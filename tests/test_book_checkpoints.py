@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from recorder.book import BookKeeper
-from recorder.dataset import open_dataset, to_datetime
-from recorder.kraken.checksum import book_checksum
-from recorder.rebuild import start_point
-from recorder.renormalize import renormalize
+from recorder.analysis.dataset import open_dataset, to_datetime
+from recorder.analysis.rebuild import start_point
+from recorder.capture.book import BookKeeper
+from recorder.capture.renormalize import renormalize
+from recorder.exchanges.kraken.checksum import book_checksum
 from recorder.simulator.testing import SimulatorProcess
 from sinks.parquet_sink import ParquetSink
 from tests.e2e import start_recorder, stop, write_config

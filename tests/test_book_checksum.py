@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from recorder.book import BookKeeper
-from recorder.kraken import v1, v2
-from recorder.kraken.checksum import book_checksum, level_text
-from recorder.kraken.common import new_rows
+from recorder.capture.book import BookKeeper
+from recorder.exchanges.kraken import v1, v2
+from recorder.exchanges.kraken.checksum import book_checksum, level_text
+from recorder.exchanges.kraken.common import new_rows
 from tests.captures import DATA, cryptofeed_frames, flashbook_frames, sdk_v1_frames
 
 VECTORS = json.loads((DATA / "test-vectors.json").read_text())

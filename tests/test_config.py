@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.config import ConfigError, load_config
+from recorder.core.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +175,7 @@ def _with_value(section: str, key: str, value: str) -> str:
 
 
 def test_every_key_has_a_type_case():
-    from recorder.config import _SECTIONS
+    from recorder.core.config import _SECTIONS
 
     covered = {(sec, key) for sec, key, _, _ in TYPE_CASES}
     assert covered == {(sec, key) for sec, keys in _SECTIONS.items() for key in keys}

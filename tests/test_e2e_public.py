@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.schema import TABLES, arrow_schema
+from recorder.core.schema import TABLES, arrow_schema
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA, cryptofeed_frames, flashbook_frames, sdk_v1_frames
 from tests.e2e import all_files, db, run_recorder, start_recorder, stop, write_config
@@ -70,7 +70,7 @@ EVENTS_SOMETIMES_NULL = {"symbol", "channel"}
 
 
 def _schema_types(con, table: str) -> list[tuple[str, str]]:
-    """The columns of ``recorder.schema.arrow_schema(table)`` as DuckDB types them."""
+    """The columns of ``recorder.core.schema.arrow_schema(table)`` as DuckDB types them."""
     rel = con.from_arrow(arrow_schema(table).empty_table())
     return list(zip(rel.columns, map(str, rel.types), strict=True))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.schema import TABLES
+from recorder.core.schema import TABLES
 from recorder.simulator.testing import SimulatorProcess
 from tests.e2e import ROOT, db, run_recorder, write_config
 

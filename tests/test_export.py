@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.dataset import open_dataset, to_datetime
-from recorder.export import export
+from recorder.analysis.dataset import open_dataset, to_datetime
+from recorder.analysis.export import export
 from tests.test_query import DAY, T0, run, trade, write
 from tests.test_rebuild import scenario
 
@@ -217,7 +217,7 @@ def test_book_export_progress_moves_within_a_symbol(books_dir: Path, tmp_path: P
                                                     monkeypatch) -> None:
     """A long one-symbol book export reports progress as its rows are applied, not only
     once at the end (batches of 5 rows stand in for the real 64k)."""
-    import recorder.rebuild as rebuild
+    import recorder.analysis.rebuild as rebuild
 
     monkeypatch.setattr(rebuild, "_BATCH_ROWS", 5)
     calls: list[tuple[int, int]] = []

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from recorder.kraken import v1, v2
-from recorder.kraken.common import new_rows
-from recorder.schema import TABLES, column_index
+from recorder.core.schema import TABLES, column_index
+from recorder.exchanges.kraken import v1, v2
+from recorder.exchanges.kraken.common import new_rows
 from tests.captures import cryptofeed_frames, flashbook_frames, sdk_v1_frames
 
 

@@ -24,9 +24,9 @@ def _pandas_loaded(setup: str) -> bool:
 
 def test_pyarrow_loads_pandas_unless_kept_out():
     assert _pandas_loaded("")  # the cost this guards against (pandas is a test dependency)
-    assert not _pandas_loaded("from recorder.lean_imports import keep_out; keep_out()")
+    assert not _pandas_loaded("from recorder.core.lean_imports import keep_out; keep_out()")
 
 
 def test_keep_out_leaves_loaded_modules_alone():
-    setup = "import pandas\nfrom recorder.lean_imports import keep_out; keep_out()"
+    setup = "import pandas\nfrom recorder.core.lean_imports import keep_out; keep_out()"
     assert _pandas_loaded(setup)

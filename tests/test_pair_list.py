@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from recorder.config import ConfigError, load_config
-from recorder.kraken.pair_list import PairListError, parse_asset_pairs
-from recorder.kraken.pairs import PAIRS, find_pair
+from recorder.core.config import ConfigError, load_config
+from recorder.exchanges.kraken.pair_list import PairListError, parse_asset_pairs
+from recorder.exchanges.kraken.pairs import PAIRS, find_pair
 from tests.captures import DATA
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from recorder.config import load_config
-from recorder.kraken.common import new_rows
-from recorder.kraken.private import check_credentials, make_private_adapter
-from recorder.secrets import CredentialError
-from recorder.token import TokenError
+from recorder.core.config import load_config
+from recorder.core.secrets import CredentialError
+from recorder.exchanges.kraken.common import new_rows
+from recorder.exchanges.kraken.private import check_credentials, make_private_adapter
+from recorder.exchanges.kraken.token import TokenError
 from tests.test_token import KEY, OTHER_SECRET, SECRET, FakeKraken
 
 
@@ -71,7 +71,7 @@ def test_wrong_secret_fails_at_start_up(kraken, tmp_path, monkeypatch):
 
 def test_unreachable_rest_at_start_up_is_retried_when_connecting(tmp_path, monkeypatch):
     cfg = _config(tmp_path, monkeypatch, "http://127.0.0.1:9")
-    monkeypatch.setattr("recorder.token.time.sleep", lambda s: None)
+    monkeypatch.setattr("recorder.exchanges.kraken.token.time.sleep", lambda s: None)
     adapter = make_private_adapter(cfg, tmp_path / "data")  # only a warning
     check_credentials(cfg)  # likewise
     with pytest.raises(TokenError, match="cannot reach http://127.0.0.1:9"):

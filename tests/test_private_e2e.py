@@ -31,9 +31,9 @@ import psutil
 import pytest
 import websocket
 
+from recorder.capture.supervisor import read_states
+from recorder.exchanges.kraken.token import TokenHelper
 from recorder.simulator.testing import SimulatorProcess
-from recorder.supervisor import read_states
-from recorder.token import TokenHelper
 from tests.e2e import db
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET, assert_clean
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 
 import pytest
 
-from recorder.kraken import private_v1, private_v2
-from recorder.kraken.common import new_rows
-from recorder.kraken.private import PrivateState, fill_key, recorded_fill_keys
-from recorder.schema import TABLES
+from recorder.core.schema import TABLES
+from recorder.exchanges.kraken import private_v1, private_v2
+from recorder.exchanges.kraken.common import new_rows
+from recorder.exchanges.kraken.private import PrivateState, fill_key, recorded_fill_keys
 from sinks.convert import rows_to_batch
 
 V1_OWN_TRADES_1 = '[[{"T5VKWY-X54ZN-5M7TUQ":{"cost":"45.000000","fee":"0.072000","margin":"0.000000","ordertxid":"OEEGFU-I4ZZT-TUTBCS","ordertype":"limit","pair":"ATOM/USD","postxid":"TKH2SE-M7IF5-CFI7LT","price":"9.000000","time":"1699987398.892228","type":"buy","vol":"5.00000000"}}],"ownTrades",{"sequence":1}]'  # noqa: E501

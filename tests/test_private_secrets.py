@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder import secrets
-from recorder.secrets import CredentialError
+from recorder.core import secrets
+from recorder.core.secrets import CredentialError
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, write_secrets_file
 
 KEY, SECRET = SENTINEL_KEY, SENTINEL_SECRET
@@ -138,8 +138,8 @@ def test_simulator_secret_file_must_be_private_and_base64(tmp_path):
 def test_simulator_process_passes_the_pair_by_environment_only():
     import psutil
 
+    from recorder.exchanges.kraken.token import TokenHelper
     from recorder.simulator.testing import SimulatorProcess
-    from recorder.token import TokenHelper
 
     with SimulatorProcess(["--rate", "10"], api_key=KEY, api_secret=SECRET) as sim:
         title = " ".join(psutil.Process(sim.proc.pid).cmdline())

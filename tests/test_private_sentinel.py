@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.kraken.rest import nonce_state_path
+from recorder.exchanges.kraken.rest import nonce_state_path
 from tests.sentinel import (
     EXTRA_NEEDLES_ENV,
     SENTINEL_KEY,

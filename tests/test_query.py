@@ -15,10 +15,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from recorder.dataset import open_dataset
-from recorder.query import available_tables, connect, write_catalog
-from recorder.query_cli import book, catalog, export, query, report
-from recorder.schema import TABLES, arrow_schema
+from recorder.analysis.dataset import open_dataset
+from recorder.analysis.query import available_tables, connect, write_catalog
+from recorder.cli.query import book, catalog, export, query, report
+from recorder.core.schema import TABLES, arrow_schema
 from sinks.parquet_sink import ParquetSink
 
 DAY = 86_400_000_000

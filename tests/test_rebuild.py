@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.dataset import open_dataset, parse_time, to_datetime
+from recorder.analysis.dataset import open_dataset, parse_time, to_datetime
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA
 from tests.e2e import run_recorder, write_config

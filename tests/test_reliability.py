@@ -34,7 +34,7 @@ SUBS = (f'[[subscribe]]\nchannel = "trade"\nsymbols = {PAIRS}\n\n'
         f'[[subscribe]]\nchannel = "book"\nsymbols = {PAIRS}\ndepth = 10\n')
 FAST = "[connection]\nstale_after = {stale}\nbackoff_initial = 0.05\nbackoff_max = 0.2\n"
 JOURNAL_INTERVAL = 1.0  # the default [output] journal_interval, which these configs use
-HANDOVER_S = 0.1  # recorder.collector._FLUSH_SECONDS: rows go to the sink this often
+HANDOVER_S = 0.1  # recorder.capture.collector._FLUSH_SECONDS: rows go to the sink this often
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def _config(tmp: Path, url: str, name: str = "rel", stale: float = 3.0,
 
 @contextmanager
 def supervised(tmp: Path, *configs: Path, data: Path, args: tuple[str, ...] = ()):
-    """`python -m recorder.supervisor` (= `recorder run`, always supervised) as a process;
+    """`python -m recorder.capture.supervisor` (= `recorder run`, always supervised) as a process;
     its stderr (and the collectors') goes to a file, never to a pipe nobody reads."""
     log_path = tmp / f"supervisor-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log_file:
-        cmd = [sys.executable, "-m", "recorder.supervisor", *map(str, configs),
+        cmd = [sys.executable, "-m", "recorder.capture.supervisor", *map(str, configs),
                "--data", str(data), "--backoff-initial", "0.2", "--backoff-max", "0.5", *args]
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         proc.log_path = log_path  # type: ignore[attr-defined]
@@ -355,8 +355,8 @@ class GateSink:
 
 
 def test_blocked_sink_stops_the_socket_reads_instead_of_growing(tmp_path):
-    from recorder.collector import Collector, make_public_adapter
-    from recorder.config import load_config
+    from recorder.capture.collector import Collector, make_public_adapter
+    from recorder.core.config import load_config
 
     with SimulatorProcess(["--seed", "5", "--speed", "max"], capture_stderr=True) as fast:
         cfg = load_config(_config(tmp_path, fast.urls["ws_v2"], name="bp", stale=30))
@@ -477,7 +477,7 @@ def small_disk(path: Path, kind: str):
 def supervised_piped(tmp: Path, cfg: Path, data: Path):
     """The supervisor with its output (and the collectors') read through a pipe: a pipe is
     not a file, so a full disk (or RLIMIT_FSIZE) cannot swallow the error lines."""
-    cmd = [sys.executable, "-m", "recorder.supervisor", str(cfg), "--data", str(data),
+    cmd = [sys.executable, "-m", "recorder.capture.supervisor", str(cfg), "--data", str(data),
            "--backoff-initial", "0.2", "--backoff-max", "0.5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)

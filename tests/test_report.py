@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder.dataset import open_dataset, to_datetime
-from recorder.report import report
+from recorder.analysis.dataset import open_dataset, to_datetime
+from recorder.analysis.report import report
 from tests.test_query import HOUR, T0, run, trade, write
 from tests.test_rebuild import level
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import random
 
-from recorder.book import Mismatch
-from recorder.collector import Collector, make_public_adapter
-from recorder.config import load_config
-from recorder.resync import ResyncTracker
+from recorder.capture.book import Mismatch
+from recorder.capture.collector import Collector, make_public_adapter
+from recorder.capture.resync import ResyncTracker
+from recorder.core.config import load_config
 
 
 def _tracker(**kw) -> ResyncTracker:

@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from recorder.kraken.rest import nonce_state_path
-from recorder.kraken.signer import NonceSource, api_sign
+from recorder.exchanges.kraken.rest import nonce_state_path
+from recorder.exchanges.kraken.signer import NonceSource, api_sign
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kraken" / "test-vectors.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_nonce_strictly_increases_across_threads():
 
 _DRAW = """
 import sys, time
-from recorder.kraken.signer import NonceSource
+from recorder.exchanges.kraken.signer import NonceSource
 state, go = sys.argv[1], float(sys.argv[2])
 source = NonceSource(state)
 while time.time() < go:

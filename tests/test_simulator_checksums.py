@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from recorder.simulator.checksum import book_checksum
+from recorder.simulator.kraken.checksum import book_checksum
 from recorder.simulator.testing import SimulatorProcess
 from tests.simulator_helpers import (
     DATA,

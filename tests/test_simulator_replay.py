@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import websocket
 
-from recorder.schema import arrow_schema
+from recorder.core.schema import arrow_schema
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA, cryptofeed_frames, flashbook_frames, sdk_v1_frames
 from tests.simulator_helpers import (

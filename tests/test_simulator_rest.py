@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from recorder.kraken.signer import api_sign
+from recorder.exchanges.kraken.signer import api_sign
 from recorder.simulator.testing import DEMO_API_KEY, DEMO_API_SECRET, SimulatorProcess
 from tests.simulator_helpers import DATA, Client
 

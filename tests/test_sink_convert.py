@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from recorder.schema import TABLES, arrow_schema
+from recorder.core.schema import TABLES, arrow_schema
 from sinks.convert import columns_to_batch, rows_to_batch
 
 

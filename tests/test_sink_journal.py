@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recorder.schema import arrow_schema
+from recorder.core.schema import arrow_schema
 from sinks.convert import rows_to_batch
 from sinks.finalize import finalize_segment, recover
 from sinks.journal import SegmentInfo, SegmentWriter, read_segment, segment_files

@@ -10,8 +10,8 @@ import time
 import typer
 from typer.testing import CliRunner
 
+from recorder.analysis.status import collect_status, collector_of, render, status
 from recorder.simulator.testing import SimulatorProcess
-from recorder.status import collect_status, collector_of, render, status
 from tests.test_reliability import _config, _state, supervised, wait_until
 
 app = typer.Typer()

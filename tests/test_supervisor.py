@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.config import load_config
-from recorder.supervisor import Supervisor, describe_exit, read_states
+from recorder.capture.supervisor import Supervisor, describe_exit, read_states
+from recorder.core.config import load_config
 from tests.e2e import ROOT, db
 
 DEAD_URL = "ws://127.0.0.1:9/v2"  # the discard port: nothing listens, connects fail fast
@@ -257,7 +257,7 @@ def test_unwritable_data_directory_is_one_line_and_exit_2(tmp_path):
     blocker.write_text("")
     good = _cfg(tmp_path, "good", output=tmp_path / "good")
     bad = _cfg(tmp_path, "bad", output=blocker / "data")
-    proc = subprocess.run([sys.executable, "-m", "recorder.supervisor", str(good.path),
+    proc = subprocess.run([sys.executable, "-m", "recorder.capture.supervisor", str(good.path),
                            str(bad.path)], capture_output=True, text=True, timeout=60,
                           cwd=ROOT)
     assert proc.returncode == 2, proc.stderr
@@ -283,7 +283,7 @@ def test_unwritable_data_directory_is_one_line_and_exit_2(tmp_path):
 def test_collectors_do_not_outlive_a_killed_supervisor(tmp_path):
     cfg = _cfg(tmp_path, "orphan")
     data = tmp_path / "data"
-    sup = subprocess.Popen([sys.executable, "-m", "recorder.supervisor", str(cfg.path),
+    sup = subprocess.Popen([sys.executable, "-m", "recorder.capture.supervisor", str(cfg.path),
                             "--data", str(data)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, cwd=ROOT)
     pid = None
@@ -332,7 +332,7 @@ def _alive(pid: int) -> bool:
 def test_supervised_real_collector_stops_cleanly(tmp_path, sig):
     cfg = _cfg(tmp_path, "clean")
     data = tmp_path / "data"
-    sup = subprocess.Popen([sys.executable, "-m", "recorder.supervisor", str(cfg.path),
+    sup = subprocess.Popen([sys.executable, "-m", "recorder.capture.supervisor", str(cfg.path),
                             "--data", str(data)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:

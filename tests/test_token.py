@@ -20,16 +20,16 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from recorder.kraken.rest import (
+from recorder.core.secrets import CredentialError, Credentials
+from recorder.exchanges.kraken.rest import (
     USER_AGENT,
     InvalidCredentials,
     KrakenError,
     PrivateClient,
     TransientError,
 )
-from recorder.kraken.signer import api_sign
-from recorder.secrets import CredentialError, Credentials
-from recorder.token import TokenError, TokenHelper
+from recorder.exchanges.kraken.signer import api_sign
+from recorder.exchanges.kraken.token import TokenError, TokenHelper
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,8 +304,8 @@ def test_concurrent_fresh_callers_each_get_a_token_newer_than_their_call(kraken)
 
 _CALLS = """
 import sys
-from recorder.kraken.rest import PrivateClient
-from recorder.secrets import from_env
+from recorder.exchanges.kraken.rest import PrivateClient
+from recorder.core.secrets import from_env
 client = PrivateClient(sys.argv[1], from_env(), nonce_state=sys.argv[2])
 for _ in range(15):
     client.call("GetWebSocketsToken")

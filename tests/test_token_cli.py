@@ -21,7 +21,7 @@ def _token_cmd(*args: str, env: dict[str, str] | None = None, umask: int | None 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
     full_env.update(env or {})
     pre = (lambda: os.umask(umask)) if umask is not None else None
-    # The installed command itself (recorder/cli.py registers it), as a real process.
+    # The installed command itself (recorder/cli/main.py registers it), as a real process.
     return subprocess.run([sys.executable, "-m", "recorder", "token", *args], cwd=ROOT,
                           env=full_env, capture_output=True, text=True, timeout=30,
                           preexec_fn=pre)

@@ -7,7 +7,7 @@ import socket
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
-from recorder.wsclient import ConnectionClosed, FrameReader, ProtocolError
+from recorder.capture.wsclient import ConnectionClosed, FrameReader, ProtocolError
 
 
 class _FakeWs:
@@ -100,7 +100,7 @@ def test_masked_server_frame_is_a_protocol_error(pair):
 
 
 def test_oversized_frame_refused_not_buffered(pair, monkeypatch):
-    from recorder import wsclient
+    from recorder.capture import wsclient
 
     monkeypatch.setattr(wsclient, "MAX_MESSAGE", 1000)
     a, b = pair

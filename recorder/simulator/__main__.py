@@ -1,3 +1,3 @@
-from .cli import main
+from recorder.cli.simulate import main
 
 main()

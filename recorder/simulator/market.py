@@ -13,10 +13,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from recorder.kraken.pairs import Pair, find_pair
-
-from .book import ASK, BID, Side
-from .checksum import book_checksum
+from recorder.exchanges.kraken.pairs import Pair, find_pair
+from recorder.simulator.book import ASK, BID, Side
+from recorder.simulator.kraken.checksum import book_checksum
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
 DEPTHS = (10, 25, 100, 500, 1000)

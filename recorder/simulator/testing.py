@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .cli import SIM_KEY_ENV, SIM_SECRET_ENV
-from .tokens import DEMO_API_KEY, DEMO_API_SECRET
+from recorder.cli.simulate import SIM_KEY_ENV, SIM_SECRET_ENV
+from recorder.simulator.kraken.tokens import DEMO_API_KEY, DEMO_API_SECRET
 
 __all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "SimControl", "SimulatorError", "SimulatorProcess"]
 

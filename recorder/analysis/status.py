@@ -1,0 +1,307 @@
+"""`recorder status`: what each collector records, how fresh it is, and its gaps.
+
+Two sources, joined by the collector's name ``<config>-<role>``:
+
+- the supervisor's state files ``<data>/.status/<config>-<role>.json`` (process state, pid,
+  restarts, last exit);
+- the data itself over the last hour (``--window``): the finished Parquet files *and* the
+  journal segments not finalized yet (``sinks.journal_readers``), so the current hour is
+  included about one journal interval after the rows arrived. Rows are attributed to a
+  collector through the ``source`` in their file or segment name (``<config>-<role>-<pid>``);
+  events written by the supervisor carry ``collector`` in their detail.
+
+While a file is being published its rows can, for a few milliseconds, be counted both in the
+segment and in the file; the numbers are a status display, not an audit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from recorder.core.schema import GAP_EVENT_KINDS, TABLES
+from sinks.layout import PARQUET_NAME
+
+# What counts as a gap in the data: the connection ended, or the process died.
+PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
+                 "connect_failed", "journal_recovered", "sink_write_error",
+                 "sink_backpressure", "value_unconvertible", "collector_failed",
+                 "events_dropped", "sink_writer_died", "sink_close_incomplete",
+                 "credentials_refused", "resync_failed")
+
+# The file name within a path (DuckDB's filename column): group 3 is the source.
+_FILE_SOURCE = PARQUET_NAME.pattern.lstrip("^")
+_SEGMENT_SOURCE = re.compile(r"^[^-]+-\d{4}-\d{2}-\d{2}-(.+)-\d{4,}$")
+_PID_SUFFIX = re.compile(r"-\d+$")
+_HEARTBEAT_SECONDS = 5.0  # how often a collector rewrites its heartbeat file
+
+
+def collector_of(source: str) -> str:
+    """``pub-public-4242`` -> ``pub-public``; the supervisor's own files keep their name."""
+    return _PID_SUFFIX.sub("", source) if not source.startswith("supervisor-") else "supervisor"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _table_rows(con, data: Path, table: str, since_us: int) -> None:
+    """Register ``_rows_<table>(collector, symbol, ts_us)`` for the window: files + journal."""
+    import pyarrow as pa
+
+    from sinks.journal_readers import pending_segments
+
+    has_symbol = any(c.name == "symbol" for c in TABLES[table])
+    parts = []
+    folder = data / table
+    if folder.is_dir() and any(folder.rglob("*.parquet")):
+        since_day = datetime.fromtimestamp(since_us / 1e6, UTC).date().isoformat()
+        pattern = str(folder.resolve() / "**" / "*.parquet").replace("'", "''")
+        symbol = "symbol" if has_symbol else "NULL::VARCHAR"
+        detail = "detail" if table == "events" else "NULL::VARCHAR"
+        kind = "kind" if table == "events" else "NULL::VARCHAR"
+        parts.append(
+            f"SELECT regexp_extract(filename, '{_FILE_SOURCE}', 3) AS source, "
+            f"{symbol} AS symbol, epoch_us(ts_recv) AS ts_us, {kind} AS kind, "
+            f"{detail} AS detail FROM read_parquet('{pattern}', filename = true, "
+            "hive_partitioning = true, union_by_name = true) "
+            f"WHERE date >= DATE '{since_day}' AND epoch_us(ts_recv) >= {since_us}")
+    pending = []
+    for p in pending_segments(data, table):
+        m = _SEGMENT_SOURCE.match(p.segment)
+        t = p.table
+        cols = {
+            "source": pa.array([m.group(1) if m else p.segment] * t.num_rows, pa.string()),
+            "symbol": t.column("symbol") if has_symbol else pa.nulls(t.num_rows, pa.string()),
+            "ts_us": t.column("ts_recv").cast(pa.int64()),
+            "kind": t.column("kind") if table == "events" else pa.nulls(t.num_rows, pa.string()),
+            "detail": (t.column("detail") if table == "events"
+                       else pa.nulls(t.num_rows, pa.string())),
+        }
+        pending.append(pa.table(cols))
+    if pending:
+        name = f"_pending_{table}"
+        con.register(name, pa.concat_tables(pending))
+        parts.append(f"SELECT source, symbol, ts_us, kind, detail FROM {name} "
+                     f"WHERE ts_us >= {since_us}")
+    if not parts:
+        return
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _rows_{table} AS " + " UNION ALL ".join(parts))
+
+
+def read_heartbeats(data: Path) -> dict[str, dict]:
+    """The collectors' own heartbeat files, ``<data>/.status/<config>-<role>.collector.json``."""
+    out: dict[str, dict] = {}
+    for path in sorted((data / ".status").glob("*.collector.json")):
+        try:
+            out[path.name.removesuffix(".collector.json")] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now; the next call sees it
+    return out
+
+
+def collect_status(data: Path, *, now: float | None = None, window: float = 3600.0) -> dict:
+    """Everything `recorder status` shows, as a dict (``--format json`` prints it)."""
+    import duckdb
+
+    from recorder.capture.supervisor import read_states
+
+    now = time.time() if now is None else now
+    now_us = int(now * 1_000_000)
+    since_us = now_us - int(window * 1_000_000)
+    minute_us = now_us - 60_000_000
+    collectors: dict[str, dict] = defaultdict(lambda: {
+        "tables": {}, "events": {}, "last_message_age_s": None, "state": None})
+
+    for st in read_states(data):
+        key = st.get("collector")
+        if not key:
+            continue
+        entry = collectors[key]
+        alive = _alive(st.get("pid"))
+        supervisor_alive = _alive(st.get("supervisor_pid"))
+        state = st.get("state")
+        if state in ("running", "starting", "stopping") and not alive:
+            state = "not running (its process is gone)"
+        elif state == "backoff" and not supervisor_alive:
+            state = "not running (its supervisor is gone)"
+        entry["state"] = {
+            "state": state, "pid": st.get("pid") if alive else None,
+            "restarts": st.get("restarts", 0), "last_exit": st.get("last_exit"),
+            "last_exit_at": st.get("last_exit_at"), "config": st.get("config"),
+            "role": st.get("role"), "reason": st.get("reason"),
+            "up_s": (round(now - st["started_at"], 1)
+                     if alive and st.get("started_at") else None),
+        }
+
+    for key, beat in read_heartbeats(data).items():
+        beat["age_s"] = round(now - beat.get("updated_at", now), 1)
+        collectors[key]["collector"] = beat
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    for table in TABLES:
+        _table_rows(con, data, table, since_us)
+        exists = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+                             [f"_rows_{table}"]).fetchall()[0][0]
+        if not exists:
+            continue
+        if table == "events":
+            rows = con.execute(
+                "SELECT coalesce(json_extract_string(detail, '$.collector'), source), kind, "
+                "count(*) FROM _rows_events GROUP BY ALL").fetchall()
+            for source, kind, n in rows:
+                key = collector_of(source) if source else "unknown"
+                collectors[key]["events"][kind] = collectors[key]["events"].get(kind, 0) + n
+            last = con.execute("SELECT source, max(ts_us) FROM _rows_events "
+                               "GROUP BY source").fetchall()
+        else:
+            stats = con.execute(
+                "SELECT source, count(*), count(*) FILTER (WHERE ts_us >= ?), max(ts_us), "
+                "list(DISTINCT symbol ORDER BY symbol) FILTER (WHERE symbol IS NOT NULL) "
+                "FROM _rows_" + table + " GROUP BY source", [minute_us]).fetchall()
+            for source, n, n_min, last_us, symbols in stats:
+                key = collector_of(source or "unknown")
+                t = collectors[key]["tables"].setdefault(
+                    table, {"rows": 0, "rows_per_s_1min": 0.0, "symbols": [],
+                            "last_age_s": None})
+                t["rows"] += n
+                t["rows_per_s_1min"] = round(t["rows_per_s_1min"] + n_min / 60.0, 2)
+                t["symbols"] = sorted(set(t["symbols"]) | set(symbols or []))
+                age = round((now_us - last_us) / 1e6, 1)
+                t["last_age_s"] = age if t["last_age_s"] is None else min(t["last_age_s"], age)
+            last = [(s, lu) for s, _, _, lu, _ in stats]
+        for source, last_us in last:
+            if source is None or last_us is None or table == "events":
+                continue  # events are ours, not messages from the exchange
+            entry = collectors[collector_of(source)]
+            age = round((now_us - last_us) / 1e6, 1)
+            prev = entry["last_message_age_s"]
+            entry["last_message_age_s"] = age if prev is None else min(prev, age)
+    con.close()
+    collectors.pop("supervisor", None)
+
+    for entry in collectors.values():
+        ev = entry["events"]
+        entry["gaps"] = sum(ev.get(k, 0) for k in GAP_EVENT_KINDS)
+        entry["checksum_failures"] = ev.get("checksum_mismatch", 0)
+    return {"data": str(data), "now": now, "window_s": window,
+            "collectors": dict(sorted(collectors.items()))}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.1f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def render(report: dict) -> str:
+    data, window = report["data"], report["window_s"]
+    now = datetime.fromtimestamp(report["now"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    span = f"{window / 60:.0f} min" if window < 7200 else f"{window / 3600:.0f} h"
+    out = [f"{data}: {len(report['collectors'])} collector(s), {now}, last {span}"]
+    if not report["collectors"]:
+        out.append(f"nothing recorded in {data} in the last {span} and no collector state "
+                   "(start one with `recorder run CONFIG --data DIR`)")
+        return "\n".join(out)
+    for key, c in report["collectors"].items():
+        st = c["state"]
+        if st is None:
+            head = "no state file (not started by the supervisor)"
+        else:
+            head = st["state"] or "unknown"
+            if st.get("pid"):
+                head += f", pid {st['pid']}"
+            if st.get("up_s") is not None:
+                head += f", up {_duration(st['up_s'])}"
+            head += f", restarts {st['restarts']}"
+            if st.get("last_exit"):
+                head += f", last exit: {st['last_exit']}"
+            if st.get("reason"):
+                head += f" ({st['reason']})"
+        out.append("")
+        out.append(f"{key}: {head}")
+        beat = c.get("collector")
+        if beat:
+            running = st is not None and st["state"] in ("running", "starting")
+            conn = (f"connected to {beat['url']} (connection {beat['conn_id']})"
+                    if beat.get("connected") else "not connected")
+            line = f"  collector      {conn}, {beat.get('frames', 0):,} frames"
+            if running and beat["age_s"] > 3 * _HEARTBEAT_SECONDS:
+                line += f"; its heartbeat is {beat['age_s']:.0f} s old (stuck?)"
+            out.append(line)
+            sink = beat.get("sink") or {}
+            if sink.get("write_error"):
+                out.append(f"  sink           cannot write: {sink['write_error']} "
+                           f"({sink.get('pending_rows', 0):,} rows waiting, kept in memory)")
+        out.append(f"  last message   {_age(c['last_message_age_s'])}")
+        if c["tables"]:
+            w = max(8, *(len(name) for name in c["tables"]))
+            out.append(f"  {'table':<{w}} {'rows':>10} {'rows/s (1 min)':>15}  {'last':>12}  "
+                       "symbols")
+            for table, t in sorted(c["tables"].items()):
+                out.append(f"  {table:<{w}} {t['rows']:>10,} {t['rows_per_s_1min']:>15,.1f}  "
+                           f"{_age(t['last_age_s']):>12}  {', '.join(t['symbols'])}")
+        else:
+            out.append(f"  no market data in the last {span}")
+        ev = c["events"]
+        problems = ", ".join(f"{k} {ev[k]}" for k in PROBLEM_KINDS if ev.get(k))
+        gaps = ", ".join(f"{k} {ev[k]}" for k in GAP_EVENT_KINDS if ev.get(k))
+        out.append(f"  gaps           {c['gaps']}" + (f" ({gaps})" if gaps else ""))
+        out.append(f"  checksum fails {c['checksum_failures']}")
+        if problems:
+            out.append(f"  events         {problems}")
+    return "\n".join(out)
+
+
+def status(
+    data: Path = typer.Option(Path("data"), "--data", help="Data directory."),
+    window: float = typer.Option(3600.0, "--window", min=60,
+                                 help="Look back this many seconds (default: one hour)."),
+    fmt: str = typer.Option("text", "--format", help="text or json."),
+) -> None:
+    """What each collector records: state, age of the last message, rates, gaps and
+    checksum failures over the last hour."""
+    if fmt not in ("text", "json"):
+        typer.echo(f"error: --format {fmt!r} is not supported; allowed: text, json", err=True)
+        raise typer.Exit(2)
+    if not data.is_dir():
+        typer.echo(f"error: no data directory {data} (record with `recorder run`, or pass "
+                   "--data DIR)", err=True)
+        raise typer.Exit(2)
+    report = collect_status(data, window=window)
+    if fmt == "json":
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(render(report))
