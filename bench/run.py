@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recorder.analysis.query import connect  # noqa: E402
-from recorder.capture.collector import make_public_adapter  # noqa: E402
 from recorder.core.config import load_config  # noqa: E402
+from recorder.exchanges.kraken.feed import public_feed  # noqa: E402
 from recorder.simulator.testing import SimulatorProcess  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -232,6 +232,7 @@ def measure_verification(repeat: int = 20) -> dict:
     """Cost of the book keeper per update: parse the real v2 capture with and without it."""
     from recorder.capture.book import BookKeeper
     from recorder.exchanges.kraken import v2
+    from recorder.exchanges.kraken.book_rule import RULE
     from recorder.exchanges.kraken.common import new_rows
 
     capture = ROOT.parent / "shared" / "data" / "kraken" / "flashbook" / "live-btc-eth.ndjson"
@@ -244,7 +245,7 @@ def measure_verification(repeat: int = 20) -> dict:
     def run(verify: bool) -> float:
         t0 = time.perf_counter()
         for _ in range(repeat):
-            out, keeper = new_rows(), BookKeeper()
+            out, keeper = new_rows(), BookKeeper(RULE)
             book = out["book"]
             for i, f in enumerate(frames):
                 start = len(book)
@@ -351,8 +352,8 @@ def main() -> int:
     with SimulatorProcess(["--pairs", ",".join(PAIRS), "--speed", "max", "--seed", "1"]) as sim:
         _pin(sim.proc.pid, SIMULATOR_CORE)
         url = sim.urls["ws_v2"]
-        requests = make_public_adapter(load_config(_config(OUT / "e2e.toml", url)),
-                                       url).connect_requests()
+        requests = public_feed(load_config(_config(OUT / "e2e.toml", url)),
+                               url).prepare().requests
         print(f"bare receive loop, {args.frames:,} frames ...", flush=True)
         sample = OUT / "sample.jsonl"
         results["bare"] = _client("bare", url, args.frames, requests, sample)

@@ -1,7 +1,7 @@
 """How many messages per second `recorder simulate --speed max` sends, per API version.
 
     python bench/sim_rate.py [--seconds 5] [--warmup 1] [--versions v1,v2] [--pairs BTC/USD,ETH/USD]
-                             [--json]
+                             [--json] [--exchange kraken|kucoin]
 
 Starts the simulator (``--speed max --seed 1``), connects one raw-socket client per version,
 subscribes book depth 10 and trade on the pairs, and counts WebSocket frames for ``--seconds``
@@ -9,6 +9,10 @@ after ``--warmup``. The client parses only frame headers (no UTF-8, no JSON), so
 than the simulator writes and the figure is the simulator's. Prints one line per version, or with
 ``--json`` one JSON object: ``{"v1": {"msgs": N, "seconds": S, "msg_per_s": R,
 "mb_per_s": M}, ...}``.
+
+``--exchange kucoin`` measures ``recorder simulate --exchange kucoin --speed max`` instead: one
+connection (a bullet-public token) subscribed to /market/level2 and /market/match on the pairs
+(default BTC-USDT,ETH-USDT), reported under the key ``kucoin``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def _connect(url: str) -> socket.socket:
     sock = socket.create_connection((u.hostname, u.port), timeout=10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     head = b""
@@ -70,6 +75,22 @@ def _subscribes(version: str, pairs: list[str]) -> list[str]:
     return [json.dumps({"method": "subscribe",
                         "params": {"channel": "book", "depth": 10, "symbol": pairs}}),
             json.dumps({"method": "subscribe", "params": {"channel": "trade", "symbol": pairs}})]
+
+
+def _kucoin_url(rest: str) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(rest + "/api/v1/bullet-public", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        data = json.loads(resp.read())["data"]
+    return f"{data['instanceServers'][0]['endpoint']}?token={data['token']}&connectId=bench"
+
+
+def _kucoin_subscribes(pairs: list[str]) -> list[str]:
+    symbols = ",".join(pairs)
+    return [json.dumps({"id": i, "type": "subscribe", "topic": f"{topic}:{symbols}",
+                        "response": True})
+            for i, topic in enumerate(("/market/level2", "/market/match"), 1)]
 
 
 def drain(url: str, subscribes: list[str], warmup: float, seconds: float) -> dict:
@@ -132,7 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", default="v1,v2", help="v1, v2 or v1,v2")
     ap.add_argument("--pairs", default="BTC/USD,ETH/USD", help="synthetic pairs")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--exchange", default="kraken", choices=("kraken", "kucoin"),
+                    help="which simulator (kucoin: level2 and match, one connection)")
     args = ap.parse_args(argv)
+    if args.exchange == "kucoin":
+        pairs = (["BTC-USDT", "ETH-USDT"] if args.pairs == ap.get_default("pairs")
+                 else [p.strip() for p in args.pairs.split(",") if p.strip()])
+        with SimulatorProcess(["--speed", "max", "--seed", "1", "--pairs", ",".join(pairs)],
+                              capture_stderr=True, exchange="kucoin") as sim:
+            results = {"kucoin": drain(_kucoin_url(sim.urls["rest"]), _kucoin_subscribes(pairs),
+                                       args.warmup, args.seconds)}
+        _report(results, args.json)
+        return 0
     versions = [v.strip() for v in args.versions.split(",") if v.strip()]
     if not versions or any(v not in ("v1", "v2") for v in versions):
         print("sim_rate: error: --versions takes v1, v2 or v1,v2", file=sys.stderr)
@@ -144,13 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         for v in versions:
             results[v] = drain(sim.urls[f"ws_{v}"], _subscribes(v, pairs), args.warmup,
                                args.seconds)
-    if args.json:
+    _report(results, args.json)
+    return 0
+
+
+def _report(results: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(results))
     else:
         for v, r in results.items():
             print(f"{v}: {r['msg_per_s']:>12,} msg/s  ({r['msgs']:,} frames in {r['seconds']} s, "
                   f"{r['mb_per_s']} MB/s)")
-    return 0
 
 
 if __name__ == "__main__":

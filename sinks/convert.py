@@ -88,6 +88,12 @@ def _as_strings(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]
     return _text_column(values, lambda v: None, "not text")
 
 
+def _as_id_text(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]:
+    """Free text such as ids: an int (a numeric id from an earlier adapter) is kept as its
+    exact decimal text; anything else that is not text is nulled and reported."""
+    return _text_column(values, lambda v: str(v) if type(v) is int else None, "not text")
+
+
 def _number_text(v: object) -> str | None:
     if isinstance(v, int | Decimal) and not isinstance(v, bool):
         return str(v)
@@ -164,6 +170,11 @@ def _iso_to_ts(strings: pa.Array) -> pa.Array:
 
 
 def _ts_text_column(values: Sequence):
+    ints = [v for v in values if type(v) is int]
+    if ints:
+        if len(ints) + values.count(None) == len(values):
+            return _ts_us_column(values)
+        return _mixed_ts_column(values)
     strings, bad = _as_strings(values)
     n = len(strings)
     if strings.null_count == n:
@@ -190,6 +201,16 @@ def _ts_text_column(values: Sequence):
     failed.sort()
     bad += [(i, _shown(strings[i].as_py()), "not a timestamp") for i in failed]
     return out, bad
+
+
+def _mixed_ts_column(values: Sequence):
+    """Integer microseconds and text in one column: each kind converted on its own rows."""
+    as_int = [v if type(v) is int else None for v in values]
+    as_text = [None if type(v) is int else v for v in values]
+    ints, bad_int = _ts_us_column(as_int)
+    texts, bad_text = _ts_text_column(as_text)
+    mask = pa.array([type(v) is int for v in values])
+    return pc.if_else(mask, ints, texts), sorted(bad_int + bad_text)
 
 
 def _ts_us_column(values: Sequence):
@@ -240,8 +261,10 @@ def _per_value(values: Sequence, typ: pa.DataType, accept: Callable[[object], bo
 
 
 def _column(kind: str, typ: pa.DataType, values: Sequence):
-    if kind in ("str", "text"):
+    if kind == "str":
         return _as_strings(values)
+    if kind == "text":
+        return _as_id_text(values)
     if kind in ("price", "qty", "wide"):
         return _decimal_column(values, typ)
     if kind == "ts_text":

@@ -17,6 +17,8 @@ from recorder.analysis.dataset import open_dataset, to_datetime
 from recorder.analysis.rebuild import start_point
 from recorder.capture.book import BookKeeper
 from recorder.capture.renormalize import renormalize
+from recorder.core.schema import make_row
+from recorder.exchanges.kraken.book_rule import RULE
 from recorder.exchanges.kraken.checksum import book_checksum
 from recorder.simulator.testing import SimulatorProcess
 from sinks.parquet_sink import ParquetSink
@@ -57,12 +59,14 @@ class Model:
 def message(uid: int, t: int, levels: list[tuple[str, str, str]], snapshot: bool,
             checksum: int | None, depth: int, symbol: str = "BTC/USD") -> list[tuple]:
     tx = t - 700
-    return [("kraken", symbol, f"{tx // S}.{tx % S:06d}", t, side, price, qty, snapshot, uid,
-             checksum, False, depth, None) for side, price, qty in levels]
+    return [make_row("book", exchange="kraken", symbol=symbol,
+                     ts_exchange=f"{tx // S}.{tx % S:06d}", ts_recv=t, side=side, price=price,
+                     qty=qty, is_snapshot=snapshot, update_id=uid, checksum=checksum,
+                     republish=False, depth=depth) for side, price, qty in levels]
 
 
 def test_checkpoint_rows_only_for_verified_books_with_every_level() -> None:
-    keeper, model, depth = BookKeeper(), Model(10), 10
+    keeper, model, depth = BookKeeper(RULE), Model(10), 10
     rows: list[tuple] = []
 
     def feed(uid: int, t: int, levels: list, snap: bool = False, checksum: str = "right"
@@ -116,7 +120,7 @@ def synthetic(root: Path, depth: int, messages: int, checkpoint_every: int,
     then a resync snapshot, and a checkpoint from the keeper every ``checkpoint_every``
     messages; some messages share their ts_recv, as frames of one socket read do."""
     rng = random.Random(seed)
-    keeper, model = BookKeeper(), Model(depth)
+    keeper, model = BookKeeper(RULE), Model(depth)
     book: list[tuple] = []
     cps: list[tuple] = []
     t = T0 + 3_600 * S

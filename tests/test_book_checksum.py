@@ -9,6 +9,7 @@ import pytest
 
 from recorder.capture.book import BookKeeper
 from recorder.exchanges.kraken import v1, v2
+from recorder.exchanges.kraken.book_rule import RULE
 from recorder.exchanges.kraken.checksum import book_checksum, level_text
 from recorder.exchanges.kraken.common import new_rows
 from tests.captures import DATA, cryptofeed_frames, flashbook_frames, sdk_v1_frames
@@ -31,7 +32,7 @@ def test_level_text_strips_point_and_leading_zeros():
 
 
 def _replay(mod, frames, **kw):
-    keeper, out = BookKeeper(), new_rows()
+    keeper, out = BookKeeper(RULE), new_rows()
     mismatches = []
     for i, frame in enumerate(frames):
         start = len(out["book"])
@@ -68,6 +69,6 @@ def test_corrupted_level_detected_on_first_update_and_marks_until_snapshot():
     frames[idx] = json.dumps(m, separators=(",", ":"))
     keeper, rows, mismatches = _replay(v1, frames[: idx + 5])
     assert len(mismatches) == 1 and mismatches[0].symbol == "BTC/USD"
-    assert mismatches[0].expected == int(m[-3]["c"] if len(m) == 5 else m[1]["c"])
+    assert mismatches[0].detail["expected"] == int(m[-3]["c"] if len(m) == 5 else m[1]["c"])
     bad = [r for r in rows if r[8] >= idx]
     assert bad and all(r[-1] is False for r in bad)

@@ -40,7 +40,7 @@ def sim():
 EXPECTED_TYPES = {
     "trades": {"price": "DECIMAL(18,10)", "qty": "DECIMAL(22,10)",
                "ts_recv": "TIMESTAMP WITH TIME ZONE", "ts_exchange": "TIMESTAMP WITH TIME ZONE",
-               "symbol": "VARCHAR", "side": "VARCHAR", "trade_id": "BIGINT", "date": "DATE"},
+               "symbol": "VARCHAR", "side": "VARCHAR", "trade_id": "VARCHAR", "date": "DATE"},
     "book": {"price": "DECIMAL(18,10)", "qty": "DECIMAL(22,10)", "is_snapshot": "BOOLEAN",
              "checksum": "UINTEGER", "verified": "BOOLEAN"},
     "spread": {"bid_price": "DECIMAL(18,10)", "ask_qty": "DECIMAL(22,10)"},
@@ -56,8 +56,9 @@ TABLES_RECORDED = ("trades", "book", "spread", "ohlc", "ticker", "events", "raw"
 # Columns the API never fills (ts_exchange: v1 tickers carry no time). Every other column
 # must be non-null in every row, except those in SOMETIMES_NULL, whose rule is tested apart.
 ALWAYS_NULL = {
-    "v1": {"trades": {"trade_id"}, "ticker": {"ts_exchange", "change", "change_pct"}},
-    "v2": {"trades": {"misc"},
+    "v1": {"trades": {"trade_id", "sequence"}, "book": {"sequence"},
+           "ticker": {"ts_exchange", "change", "change_pct"}},
+    "v2": {"trades": {"misc", "sequence"}, "book": {"sequence"},
            "ticker": {"last_qty", "volume_today", "vwap_today", "low_today", "high_today",
                       "open", "open_today", "trades_today"}},
 }
@@ -147,8 +148,8 @@ def test_every_public_channel_recorded(sim, tmp_path, api):
     vwap = con.execute("SELECT sum(price * qty) / sum(qty) FROM trades").fetchone()[0]
     assert vwap > 0
     if api == "v2":
-        ids = con.execute("SELECT symbol, list(trade_id ORDER BY trade_id) FROM trades "
-                          "GROUP BY symbol").fetchall()
+        ids = con.execute("SELECT symbol, list(trade_id::BIGINT ORDER BY trade_id::BIGINT) "
+                          "FROM trades GROUP BY symbol").fetchall()
         for _sym, seq in ids:
             assert seq == sorted(set(seq)), "trade ids unique and increasing"
     kinds = {r[0] for r in con.execute("SELECT DISTINCT kind FROM events").fetchall()}
@@ -314,7 +315,8 @@ def test_replayed_real_v2_capture_recorded_value_for_value(tmp_path):
                         exp_book[(d["symbol"], side, lv["price"], lv["qty"])] += 1
         elif m.get("channel") == "trade":
             for t in m["data"]:
-                exp_trades[(t["symbol"], t["side"], t["price"], t["qty"], t["trade_id"])] += 1
+                exp_trades[(t["symbol"], t["side"], t["price"], t["qty"],
+                            str(t["trade_id"]))] += 1
     con = db(data)
     got_book = Counter(con.execute("SELECT symbol, side, price, qty FROM book").fetchall())
     assert got_book == exp_book

@@ -7,6 +7,7 @@ kept as text), independently of the adapters' msgspec decoding.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -14,6 +15,11 @@ from recorder.core.schema import TABLES, column_index
 from recorder.exchanges.kraken import v1, v2
 from recorder.exchanges.kraken.common import new_rows
 from tests.captures import cryptofeed_frames, flashbook_frames, sdk_v1_frames
+
+
+def epoch_us(text: str) -> int:
+    """v1 time text (decimal epoch seconds) as the integer microseconds the parser emits."""
+    return int(Decimal(text) * 1_000_000)
 
 
 def _parse_all(mod, frames, **kw):
@@ -46,7 +52,8 @@ def test_v1_trades_capture():
         if isinstance(m, list) and m[-2] == "trade":
             pair = m[-1].replace("XBT", "BTC")
             for t in m[1]:
-                expected.append((pair, t[0], t[1], t[2], {"b": "buy", "s": "sell"}[t[3]],
+                expected.append((pair, t[0], t[1], epoch_us(t[2]),
+                                 {"b": "buy", "s": "sell"}[t[3]],
                                  {"l": "limit", "m": "market"}[t[4]]))
     got = [(r[1], r[4], r[5], r[2], r[6], r[8]) for r in out["trades"]]
     assert got == expected and len(got) > 0
@@ -101,7 +108,7 @@ def test_v1_book_capture(source):
         checksums += crc is not None
         snap = "as" in m[1] or "bs" in m[1]
         for side, price, qty, ts, rep in levels:
-            expected.append((m[-1].replace("XBT", "BTC"), ts, side, price, qty, snap, i,
+            expected.append((m[-1].replace("XBT", "BTC"), epoch_us(ts), side, price, qty, snap, i,
                              None if crc is None else int(crc), rep, int(m[-2][5:])))
     got = [r[1:3] + r[4:] for r in rows]
     got = [(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9]) for g in got]
@@ -129,7 +136,7 @@ def test_v2_flashbook_capture():
         elif m.get("channel") == "trade":
             for t in m["data"]:
                 exp_trades.append((t["symbol"], t["timestamp"], t["price"], t["qty"],
-                                   t["side"], int(t["trade_id"]), t["ord_type"]))
+                                   t["side"], t["trade_id"], t["ord_type"]))
     got_book = [(r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[9]) for r in out["book"]]
     assert got_book == exp_book
     got_trades = [(r[1], r[2], r[4], r[5], r[6], r[7], r[8]) for r in out["trades"]]
@@ -170,9 +177,9 @@ def test_v1_spread_and_ohlc():
               '[343,["1699797181.803577","1699797240.000000","37080.20000","37080.20000",'
               '"37080.20000","37080.20000","37080.20000","0.01032369",2],"ohlc-1","XBT/USD"]']
     out, _ = _parse_all(v1, frames)
-    assert out["spread"] == [("kraken", "BTC/USD", "1699797184.943422", 1_000_000,
+    assert out["spread"] == [("kraken", "BTC/USD", 1699797184943422, 1_000_000,
                               "37080.10000", "21.82608437", "37080.20000", "0.50775187")]
-    assert out["ohlc"] == [("kraken", "BTC/USD", 1, "1699797180", "1699797181.803577",
+    assert out["ohlc"] == [("kraken", "BTC/USD", 1, 1699797180000000, 1699797181803577,
                             1_000_001, "37080.20000", "37080.20000", "37080.20000",
                             "37080.20000", "37080.20000", "0.01032369", 2)]
 

@@ -9,7 +9,7 @@ import pytest
 from recorder.core.config import load_config
 from recorder.core.secrets import CredentialError
 from recorder.exchanges.kraken.common import new_rows
-from recorder.exchanges.kraken.private import check_credentials, make_private_adapter
+from recorder.exchanges.kraken.private_feed import check_credentials, make_private_adapter
 from recorder.exchanges.kraken.token import TokenError
 from tests.test_token import KEY, OTHER_SECRET, SECRET, FakeKraken
 
@@ -39,7 +39,7 @@ def test_every_connect_subscribes_with_a_new_token(kraken, tmp_path, monkeypatch
     assert len(kraken.issued) == 1  # the start-up check
     tokens = []
     for _ in range(3):
-        reqs = [json.loads(r) for r in adapter.connect_requests()]
+        reqs = [json.loads(r) for r in adapter.prepare().requests]
         found = {(r.get("params") or r.get("subscription"))["token"] for r in reqs}
         assert len(found) == 1
         tokens.append(found.pop())
@@ -51,7 +51,7 @@ def test_every_connect_subscribes_with_a_new_token(kraken, tmp_path, monkeypatch
 def test_invalid_session_forgets_the_token_and_reconnects(kraken, tmp_path, monkeypatch):
     cfg = _config(tmp_path, monkeypatch, kraken.url)
     adapter = make_private_adapter(cfg, tmp_path / "data")
-    adapter.connect_requests()
+    adapter.prepare()
     out = new_rows()
     frame = b'{"error":"ESession:Invalid session","method":"subscribe","success":false}'
     control = adapter.parse(adapter.decode(frame), 1, 1, out)
@@ -75,4 +75,4 @@ def test_unreachable_rest_at_start_up_is_retried_when_connecting(tmp_path, monke
     adapter = make_private_adapter(cfg, tmp_path / "data")  # only a warning
     check_credentials(cfg)  # likewise
     with pytest.raises(TokenError, match="cannot reach http://127.0.0.1:9"):
-        adapter.connect_requests()
+        adapter.prepare()

@@ -61,7 +61,7 @@ def test_v1_own_trades_value_for_value():
     assert controls == [None, None]
     fills = _dicts("fills", out["fills"])
     assert {k: fills[0][k] for k in _V1_KNOWN} == {
-        "exchange": "kraken", "symbol": "ATOM/USD", "ts_exchange": "1699987398.892228",
+        "exchange": "kraken", "symbol": "ATOM/USD", "ts_exchange": 1699987398892228,
         "ts_recv": 1_700_000_000_000_000, "order_id": "OEEGFU-I4ZZT-TUTBCS",
         "trade_id": "T5VKWY-X54ZN-5M7TUQ", "side": "buy", "price": "9.000000",
         "qty": "5.00000000", "cost": "45.000000", "fee": "0.072000", "fee_currency": "USD",
@@ -93,13 +93,13 @@ def test_v1_open_orders_lifecycle():
     pending, opened, canceled = orders
     assert pending["symbol"] == "SOL/USD" and pending["side"] == "buy"
     assert pending["limit_price"] == "25.00000" and pending["order_qty"] == "1.00000000"
-    assert pending["ts_exchange"] == "1700220661.985020"
+    assert pending["ts_exchange"] == 1700220661985020
     # Partial updates: the order's pair, side and type come from what was learnt before;
     # no time is invented for a bare status change.
     assert (opened["symbol"], opened["side"], opened["ord_type"]) == ("SOL/USD", "buy",
                                                                       "limit")
     assert opened["ts_exchange"] is None
-    assert canceled["ts_exchange"] == "1700220675.012776"
+    assert canceled["ts_exchange"] == 1700220675012776
     assert json.loads(canceled["detail"])["cancel_reason"] == "User requested"
     assert all(o["order_id"] == "O7AIWV-HEBBH-COCEUU" for o in orders)
     _arrow("orders", out["orders"])

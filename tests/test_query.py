@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from recorder.analysis.dataset import open_dataset
 from recorder.analysis.query import available_tables, connect, write_catalog
 from recorder.cli.query import book, catalog, export, query, report
-from recorder.core.schema import TABLES, arrow_schema
+from recorder.core.schema import TABLES, arrow_schema, make_row
 from sinks.parquet_sink import ParquetSink
 
 DAY = 86_400_000_000
@@ -34,8 +34,9 @@ def us(text: str) -> int:
 def trade(symbol: str, t: int, price: str, qty: str, side: str = "buy", tid: int = 0,
           tx: int | None = None) -> tuple:
     tx = t - 1000 if tx is None else tx
-    return ("kraken", symbol, f"{tx // 1_000_000}.{tx % 1_000_000:06d}", t, price, qty, side,
-            tid, "limit", None)
+    return make_row("trades", exchange="kraken", symbol=symbol,
+                    ts_exchange=f"{tx // 1_000_000}.{tx % 1_000_000:06d}", ts_recv=t,
+                    price=price, qty=qty, side=side, trade_id=tid, ord_type="limit")
 
 
 def write(root: Path, rows: dict[str, list[tuple]], **kw) -> None:
@@ -87,9 +88,12 @@ def test_several_days_and_partition_pruning(days: Path) -> None:
 def test_schema_addition_old_files_still_read(tmp_path: Path) -> None:
     root = tmp_path / "d"
     write(root, {"trades": [trade("BTC/USD", T0 + 5 * HOUR, "100.5", "1", tid=1)]})
-    # A file from "an older version": no ord_type/misc columns, written by hand.
-    old = arrow_schema("trades")
-    old = pa.schema([f for f in old if f.name not in ("ord_type", "misc")])
+    # A file from "an older version", written by hand: no ord_type/misc/sequence columns,
+    # and schema 1's types (narrower decimals, numeric trade ids).
+    before = {"price": pa.decimal128(18, 10), "qty": pa.decimal128(22, 10),
+              "trade_id": pa.int64()}
+    old = pa.schema([pa.field(f.name, before.get(f.name, f.type)) for f in arrow_schema("trades")
+                     if f.name not in ("ord_type", "misc", "sequence")])
     part = root / "trades" / "exchange=kraken" / "date=2026-11-17"
     part.mkdir(parents=True)
     table = pa.table({
@@ -102,10 +106,10 @@ def test_schema_addition_old_files_still_read(tmp_path: Path) -> None:
     }, schema=old)
     pq.write_table(table, part / "20261117T000000Z-20261117T000000Z-old-0001.parquet")
     con = connect(root)
-    got = con.execute("SELECT date::VARCHAR, price, ord_type, misc FROM trades ORDER BY ts_recv"
-                      ).fetchall()
-    assert got == [("2026-11-17", Decimal("99.25"), None, None),
-                   ("2026-11-18", Decimal("100.5"), "limit", None)]
+    got = con.execute("SELECT date::VARCHAR, price, ord_type, misc, trade_id, sequence "
+                      "FROM trades ORDER BY ts_recv").fetchall()
+    assert got == [("2026-11-17", Decimal("99.25"), None, None, "0", None),
+                   ("2026-11-18", Decimal("100.5"), "limit", None, "1", None)]
     # Every current column is in the view, with its type, even if no file had it.
     types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE trades)")
                  .fetchall())

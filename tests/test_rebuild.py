@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from recorder.analysis.dataset import open_dataset, parse_time, to_datetime
+from recorder.core.schema import make_row
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA
 from tests.e2e import run_recorder, write_config
@@ -25,8 +26,10 @@ D = Decimal
 def level(t: int, uid: int, side: str, price: str, qty: str, snap: bool = False,
           verified: bool | None = True, symbol: str = "BTC/USD", depth: int = 3) -> tuple:
     tx = t - 500
-    return ("kraken", symbol, f"{tx // S}.{tx % S:06d}", t, side, price, qty, snap, uid, None,
-            False, depth, verified)
+    return make_row("book", exchange="kraken", symbol=symbol,
+                    ts_exchange=f"{tx // S}.{tx % S:06d}", ts_recv=t, side=side, price=price,
+                    qty=qty, is_snapshot=snap, update_id=uid, republish=False, depth=depth,
+                    verified=verified)
 
 
 # One day before midnight and the next day after it, so the last snapshot is found in an

@@ -176,7 +176,7 @@ def test_kill_9_collector_is_restarted_and_loses_at_most_one_journal_interval(si
     loss_s = (kill_us - last_old) / 1e6
     lost_trades = 0
     for sym, max_old, n_old, min_old in con.execute(
-            "SELECT symbol, max(trade_id), count(*), min(trade_id) FROM trades "
+            "SELECT symbol, max(trade_id::BIGINT), count(*), min(trade_id::BIGINT) FROM trades "
             "WHERE epoch_us(ts_recv) < ? GROUP BY symbol", [kill_us]).fetchall():
         assert n_old == max_old - min_old + 1, f"{sym}: a hole before the crash"
         lost_trades += max(0, before[sym] - max_old)
@@ -204,7 +204,7 @@ def test_kill_9_collector_is_restarted_and_loses_at_most_one_journal_interval(si
                       ).fetchone()[0]
     assert dup == 0
     for sym, n, lo, hi in con.execute(
-            "SELECT symbol, count(*), min(trade_id), max(trade_id) FROM trades "
+            "SELECT symbol, count(*), min(trade_id::BIGINT), max(trade_id::BIGINT) FROM trades "
             "WHERE epoch_us(ts_recv) > ? GROUP BY symbol", [kill_us]).fetchall():
         assert n == hi - lo + 1, f"{sym}: a hole after the restart"
     restarted = con.execute("SELECT detail FROM events WHERE kind = 'collector_restarted'"
@@ -355,13 +355,14 @@ class GateSink:
 
 
 def test_blocked_sink_stops_the_socket_reads_instead_of_growing(tmp_path):
-    from recorder.capture.collector import Collector, make_public_adapter
+    from recorder.capture.collector import Collector
     from recorder.core.config import load_config
+    from recorder.exchanges.kraken.feed import public_feed
 
     with SimulatorProcess(["--seed", "5", "--speed", "max"], capture_stderr=True) as fast:
         cfg = load_config(_config(tmp_path, fast.urls["ws_v2"], name="bp", stale=30))
         sink = GateSink()
-        col = Collector(cfg, sink, make_public_adapter(cfg))
+        col = Collector(cfg, sink, public_feed(cfg))
         t = threading.Thread(target=col.run, daemon=True)
         t.start()
         try:

@@ -44,9 +44,9 @@ def test_hourly_table(rec: Path) -> None:
     b0, b1 = rows[("BTC/USD", h0)], rows[("BTC/USD", h1)]
     assert (b0["rows_trades"], b0["rows_book"], b0["empty_minutes"], b0["gaps"]) == (60, 1, 0, 1)
     assert (b1["rows_trades"], b1["rows_book"], b1["empty_minutes"], b1["gaps"],
-            b1["checksum_failures"], b1["unverified_rows"]) == (50, 1, 10, 2, 1, 1)
+            b1["integrity_failures"], b1["unverified_rows"]) == (50, 1, 10, 2, 1, 1)
     e1 = rows[("ETH/USD", h1)]
-    assert (e1["rows_trades"], e1["empty_minutes"], e1["gaps"], e1["checksum_failures"]) == (
+    assert (e1["rows_trades"], e1["empty_minutes"], e1["gaps"], e1["integrity_failures"]) == (
         30, 30, 2, 0)
 
 

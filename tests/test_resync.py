@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import random
 
-from recorder.capture.book import Mismatch
-from recorder.capture.collector import Collector, make_public_adapter
+from recorder.capture.collector import Collector
 from recorder.capture.resync import ResyncTracker
 from recorder.core.config import load_config
+from recorder.exchanges.base import IntegrityFailure
+from recorder.exchanges.kraken.feed import public_feed
 
 
 def _tracker(**kw) -> ResyncTracker:
@@ -79,9 +80,10 @@ def test_collector_resends_a_silent_resync_then_reconnects(tmp_path):
                         '[connection]\nresync_timeout = 2\nresync_attempts = 2\n'
                         '[[subscribe]]\nchannel = "book"\nsymbols = ["BTC/USD"]\ndepth = 25\n')
     cfg = load_config(cfg_path)
-    collector = Collector(cfg, sink=None, adapter=make_public_adapter(cfg))
+    collector = Collector(cfg, sink=None, feed=public_feed(cfg))
     ws = _FakeWS()
-    collector._resync(ws, [Mismatch("BTC/USD", 1, 2, 5)], ts_recv=1)
+    collector._resync(ws, [IntegrityFailure("BTC/USD", "checksum_mismatch",
+                                          {"expected": 1, "computed": 2}, 5)], ts_recv=1)
     assert [(m["method"], m["params"]["symbol"], m["params"]["depth"]) for m in ws.sent] == [
         ("unsubscribe", ["BTC/USD"], 25), ("subscribe", ["BTC/USD"], 25)]
     assert ws.sent[1]["req_id"] == ws.sent[0]["req_id"] + 1

@@ -40,7 +40,7 @@ def batch(start: int, n: int) -> pa.RecordBatch:
 
 def trade_ids(root: Path) -> list[int]:
     con = duckdb.connect()
-    query = f"""select trade_id from read_parquet('{root}/trades/**/*.parquet',
+    query = f"""select trade_id::BIGINT from read_parquet('{root}/trades/**/*.parquet',
                 hive_partitioning=true) order by 1"""
     return [r[0] for r in con.sql(query).fetchall()]
 

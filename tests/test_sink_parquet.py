@@ -132,7 +132,7 @@ def test_rotation_by_size(tmp_path: Path) -> None:
     assert len(paths) > 3
     assert sum(pq.read_metadata(p).num_rows for p in paths) == len(rows)
     assert all(p.stat().st_size <= 64 * 1024 for p in paths)
-    ids = sql(f"select count(distinct trade_id), min(trade_id), max(trade_id) "
+    ids = sql(f"select count(distinct trade_id), min(trade_id::BIGINT), max(trade_id::BIGINT) "
               f"from {trades_view(tmp_path)}")
     assert ids == [(30_000, 0, 29_999)]
 

@@ -51,7 +51,7 @@ def test_status_of_a_live_and_a_stopped_collector(tmp_path):
 
             # One fault at a time, so the drop cannot overtake the corrupted update.
             sim.control.corrupt_book("BTC/USD", endpoint="ws_v2")
-            wait_until(lambda: counted("checksum_failures"), 15, "the checksum mismatch")
+            wait_until(lambda: counted("integrity_failures"), 15, "the checksum mismatch")
             sim.control.drop(endpoint="ws_v2")
             wait_until(lambda: counted("gaps"), 15, "the gap")
             time.sleep(1.0)  # the reconnected collector records again
@@ -70,8 +70,8 @@ def test_status_of_a_live_and_a_stopped_collector(tmp_path):
     assert c["tables"]["trades"]["symbols"] == ["BTC/USD", "ETH/USD"]
     assert c["tables"]["book"]["rows_per_s_1min"] > 10
     assert c["gaps"] == 1 and c["events"]["disconnected"] == 1
-    assert c["checksum_failures"] == 1
-    assert "st-public: running, pid" in text and "checksum fails 1" in text
+    assert c["integrity_failures"] == 1
+    assert "st-public: running, pid" in text and "integrity fails 1 (checksum_mismatch 1)" in text
     assert "gaps           1 (disconnected 1)" in text
     beat = c["collector"]  # the collector's own heartbeat file
     assert beat["frames"] > 0 and beat["age_s"] < 10 and beat["conn_id"] >= 2
@@ -83,7 +83,7 @@ def test_status_of_a_live_and_a_stopped_collector(tmp_path):
     after = collect_status(data)["collectors"]["st-public"]
     assert after["state"]["state"] == "stopped" and after["state"]["pid"] is None
     assert after["tables"]["trades"]["rows"] >= c["tables"]["trades"]["rows"]
-    assert after["checksum_failures"] == 1 and after["gaps"] == 1
+    assert after["integrity_failures"] == 1 and after["gaps"] == 1
     # Old data falls out of the window.
     later = collect_status(data, now=time.time() + 7200)["collectors"]["st-public"]
     assert later["tables"] == {} and later["gaps"] == 0

@@ -30,7 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recorder.core.schema import TABLES, arrow_schema
+from recorder.analysis.sql import (  # noqa: F401  (re-exported: the notebook API)
+    MARKET_TABLES,
+    duckdb_type,
+    empty_select,
+    sql_str,
+    symbol_filter,
+    time_filter,
+    to_arrow,
+    unknown_table_message,
+)
+from recorder.core.schema import TABLES
 from recorder.core.times import (  # noqa: F401  (re-exported: the notebook API)
     DatasetError,
     date_of,
@@ -48,60 +58,6 @@ if TYPE_CHECKING:
 # Hidden columns of the ordered sources (not in the public views): the file a row came from
 # and its position there, for "rows of one update in file order".
 ORDER_COLUMNS = ("_file", "_row")
-MARKET_TABLES = ("trades", "book", "spread", "ohlc", "ticker", "fills", "orders")
-
-
-# -- small helpers shared by the query, export, rebuild and report modules -----------------
-
-
-def sql_str(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def duckdb_type(t: pa.DataType) -> str:
-    if pa.types.is_decimal(t):
-        return f"DECIMAL({t.precision},{t.scale})"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    return {
-        pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
-        pa.uint32(): "UINTEGER", pa.bool_(): "BOOLEAN", pa.date32(): "DATE",
-    }[t]
-
-
-def empty_select(table: str, order: bool = False) -> str:
-    """A typed, empty SELECT with every current column of ``table`` plus ``date``."""
-    cols = [f"NULL::{duckdb_type(f.type)} AS {f.name}" for f in arrow_schema(table)]
-    cols.append("NULL::DATE AS date")
-    if order:
-        cols += ["NULL::VARCHAR AS _file", "NULL::BIGINT AS _row"]
-    return f"SELECT {', '.join(cols)} WHERE false"
-
-
-def time_filter(start_us: int | None, end_us: int | None, column: str = "ts_recv",
-                pad_days: int = 0) -> list[str]:
-    """WHERE terms for ``start <= column < end``, plus ``date`` terms that prune partitions
-    (``date`` is the UTC date of ts_recv; ``pad_days`` widens them for other columns)."""
-    out = []
-    pad = pad_days * 86_400_000_000
-    if start_us is not None:
-        out.append(f"{column} >= {ts_literal(start_us)}")
-        out.append(f"date >= DATE '{date_of(start_us - pad)}'")
-    if end_us is not None:
-        out.append(f"{column} < {ts_literal(end_us)}")
-        out.append(f"date <= DATE '{date_of(end_us + pad)}'")
-    return out
-
-
-def symbol_filter(symbols: str | Iterable[str] | None) -> list[str]:
-    if symbols is None:
-        return []
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",") if s.strip()]
-    syms = [s.strip() for s in symbols]
-    if not syms:
-        return []
-    return [f"symbol IN ({', '.join(sql_str(s) for s in syms)})"]
 
 
 # -- files and the journal -----------------------------------------------------------------
@@ -257,7 +213,7 @@ class Dataset:
 
     def arrow(self, table: str, **kw: Any) -> pa.Table:
         """Like ``table()``, as a pyarrow Table (decimals stay exact ``decimal128``)."""
-        return _to_arrow(self.table(table, **kw))
+        return to_arrow(self.table(table, **kw))
 
     def df(self, table: str, **kw: Any):  # noqa: ANN201 - pandas is optional
         """Like ``table()``, as a pandas DataFrame (needs pandas; decimals become
@@ -279,6 +235,20 @@ class Dataset:
         union = " UNION ".join(f"SELECT DISTINCT symbol FROM {t}" for t in tables)
         return [r[0] for r in self.con.sql(f"SELECT symbol FROM ({union}) WHERE symbol IS NOT "
                                            "NULL ORDER BY symbol").fetchall()]
+
+    def exchanges_of(self, table: str | None = None) -> dict[str, list[str]]:
+        """The exchanges that recorded each symbol in ``table`` (default: every market-data
+        table), sorted."""
+        tables = [table] if table else [t for t in MARKET_TABLES if self.has_rows(t)]
+        if not tables:
+            return {}
+        union = " UNION ".join(f"SELECT DISTINCT exchange, symbol FROM {t}" for t in tables)
+        out: dict[str, list[str]] = {}
+        for exchange, symbol in self.con.sql(
+                f"SELECT exchange, symbol FROM ({union}) WHERE symbol IS NOT NULL "
+                "ORDER BY symbol, exchange").fetchall():
+            out.setdefault(symbol, []).append(exchange)
+        return out
 
     def time_range(self, table: str | None = None, symbol: str | None = None
                    ) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -333,22 +303,6 @@ class Dataset:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def unknown_table_message(table: str, with_rows: list[str]) -> str:
-    return (f"unknown table {table!r}; tables: {', '.join(TABLES)} "
-            f"(with data here: {', '.join(with_rows) or 'none yet'})")
-
-
-def _to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
-    # duckdb >= 1.4 spells it to_arrow_table(); older releases arrow().
-    fn = getattr(rel, "to_arrow_table", None) or rel.arrow
-    result = fn()
-    return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
-
-
-def to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
-    return _to_arrow(rel)
 
 
 def open_dataset(data: Path | str, **kw: Any) -> Dataset:

@@ -16,20 +16,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from recorder.analysis.dataset import (
-    Dataset,
-    DatasetError,
-    parse_interval,
-    parse_time,
-    symbol_filter,
-    time_filter,
-    to_arrow,
-)
+from recorder.analysis.sql import sql_str, symbol_filter, time_filter, to_arrow
+from recorder.core.times import DatasetError, parse_interval, parse_time
+
+if TYPE_CHECKING:
+    from recorder.analysis.dataset import Dataset
 
 _STEPS = 1000  # progress scale: thousandths of the work (of a query, or of a symbol's rows)
 KINDS = ("bars", "book", "quotes", "tardis-trades", "tardis-incremental-book",
@@ -103,29 +99,42 @@ def bars(ds: Dataset, interval: Any = "1m", symbols: Any = None, start: Any = No
 # -- Tardis layouts from SQL -----------------------------------------------------------------
 
 
-# Tardis moved its Kraken capture from WS v1 to v2 on this date (tardis-node's
-# KRAKEN_V2_API_SWITCH_DATE) and names instruments as the API of the day does: XBT/USD
-# before it, BTC/USD from it on.
-TARDIS_KRAKEN_V2_SINCE = "2026-07-10"
+SYMBOL_NAMES = ("exchange", "canonical")
 
 
-def _tardis_symbol(ds: Dataset, symbol_names: str, time_column: str = "ts_recv") -> str:
-    """The instrument name Tardis would give a row received at ``time_column`` (see
-    TARDIS_KRAKEN_V2_SINCE); ``canonical`` keeps ours (BTC/USD) throughout."""
+def _tardis_symbol(ds: Dataset, symbol_names: str, time_column: str = "ts_recv",
+                   exchange_column: str | None = "exchange") -> str:
+    """The instrument name Tardis would give a row received at ``time_column``: each
+    exchange says how it names a symbol, and since when (``ExchangeSpec.tardis_names``;
+    Kraken's names follow the API of the day: XBT/USD before Tardis moved to v2, BTC/USD
+    after). ``canonical`` keeps ours (BTC/USD) throughout. Without ``exchange_column`` (a
+    rebuilt book, one symbol), the exchange that recorded the symbol is used."""
     if symbol_names == "canonical":
         return "symbol"
-    from recorder.exchanges.kraken.pairs import v1_name
+    from recorder import exchanges
 
-    cases = [f"WHEN '{sym}' THEN '{v1_name(sym)}'" for sym in ds.symbols()
-             if v1_name(sym) != sym]
+    cases = []
+    for sym, recorded_by in ds.exchanges_of().items():
+        for ex in recorded_by:
+            hook = exchanges.get(ex).tardis_names if ex in exchanges.names() else None
+            eras = hook(sym) if hook else [(None, sym)]
+            if eras == [(None, sym)]:
+                continue
+            name = " ".join(f"WHEN {time_column} < TIMESTAMPTZ '{until} 00:00:00+00' "
+                            f"THEN {sql_str(n)}" for until, n in eras if until)
+            last = next((n for until, n in eras if until is None), sym)
+            cond = f"symbol = {sql_str(sym)}"
+            if exchange_column:
+                cond += f" AND {exchange_column} = {sql_str(ex)}"
+            cases.append(f"WHEN {cond} THEN (CASE {name} ELSE {sql_str(last)} END)"
+                         if name else f"WHEN {cond} THEN {sql_str(last)}")
     if not cases:
         return "symbol"
-    return (f"CASE WHEN {time_column} < TIMESTAMPTZ '{TARDIS_KRAKEN_V2_SINCE} 00:00:00+00' "
-            f"THEN (CASE symbol {' '.join(cases)} ELSE symbol END) ELSE symbol END")
+    return f"(CASE {' '.join(cases)} ELSE symbol END)"
 
 
 def tardis_trades_sql(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None,
-                      symbol_names: str = "kraken") -> str:
+                      symbol_names: str = "exchange") -> str:
     where = symbol_filter(symbols) + time_filter(parse_time(start, "start"),
                                                   parse_time(end, "end"))
     return f"""
@@ -139,7 +148,7 @@ def tardis_trades_sql(ds: Dataset, symbols: Any = None, start: Any = None, end: 
 
 def tardis_incremental_sql(ds: Dataset, symbols: Any = None, start: Any = None,
                            end: Any = None, unverified: str = "skip",
-                           symbol_names: str = "kraken") -> str:
+                           symbol_names: str = "exchange") -> str:
     """The recorded book rows in the order they are applied. Rows with ``verified = false``
     (a book known to be wrong, until the resync snapshot) are left out unless
     ``unverified="keep"``; the resync snapshot restarts the book for the reader."""
@@ -209,19 +218,19 @@ def _rebuilt(ds: Dataset, kind: str, symbols: list[str], start_us: int, end_us: 
             progress((n + 1) * steps, len(symbols) * steps)
 
 
-def _tardis_book_sql(name: str, depth: int, symbol_expr: str) -> str:
+def _tardis_book_sql(name: str, depth: int, symbol_expr: str, exchange: str) -> str:
     cols = []
     for lvl in range(depth):
         for side, tside in (("ask", "asks"), ("bid", "bids")):
             cols.append(f'{side}_price_{lvl} AS "{tside}[{lvl}].price"')
             cols.append(f'{side}_qty_{lvl} AS "{tside}[{lvl}].amount"')
-    return (f"SELECT 'kraken' AS exchange, {symbol_expr} AS symbol, "
+    return (f"SELECT {sql_str(exchange)} AS exchange, {symbol_expr} AS symbol, "
             "coalesce(epoch_us(ts_exchange), epoch_us(ts)) AS timestamp, "
             f"epoch_us(ts) AS local_timestamp, {', '.join(cols)} FROM {name}")
 
 
-def _tardis_quotes_sql(name: str, symbol_expr: str) -> str:
-    return (f"SELECT 'kraken' AS exchange, {symbol_expr} AS symbol, "
+def _tardis_quotes_sql(name: str, symbol_expr: str, exchange: str) -> str:
+    return (f"SELECT {sql_str(exchange)} AS exchange, {symbol_expr} AS symbol, "
             "coalesce(epoch_us(ts_exchange), epoch_us(ts)) AS timestamp, "
             "epoch_us(ts) AS local_timestamp, ask_qty_0 AS ask_amount, "
             "ask_price_0 AS ask_price, bid_price_0 AS bid_price, bid_qty_0 AS bid_amount "
@@ -363,7 +372,7 @@ def _stream(con: duckdb.DuckDBPyConnection, query: str, sink: _Sink,
 def export(ds: Dataset, kind: str, out: Path | str, *, symbols: Any = None, start: Any = None,
            end: Any = None, interval: Any = None, depth: int | None = None,
            time: str = "exchange", unverified: str | None = None,
-           symbol_names: str = "kraken", progress: Progress | None = None) -> int:
+           symbol_names: str = "exchange", progress: Progress | None = None) -> int:
     """Write one export ``kind`` (see KINDS) to ``out``; returns the number of rows.
 
     - ``bars``: OHLCV + vwap + trades per ``interval`` (default 1m), see bars_sql().
@@ -379,8 +388,11 @@ def export(ds: Dataset, kind: str, out: Path | str, *, symbols: Any = None, star
     """
     if kind not in KINDS:
         raise DatasetError(f"kind {kind!r}; allowed: {', '.join(KINDS)}")
-    if symbol_names not in ("kraken", "canonical"):
-        raise DatasetError(f"symbol names {symbol_names!r}; allowed: kraken, canonical")
+    if symbol_names == "kraken":  # the name this option had when Kraken was the only one
+        symbol_names = "exchange"
+    if symbol_names not in SYMBOL_NAMES:
+        raise DatasetError(f"symbol names {symbol_names!r}; allowed: "
+                           + ", ".join(SYMBOL_NAMES))
     sink = _Sink(Path(out))
     con = ds.con
     if kind == "bars":
@@ -407,15 +419,19 @@ def export(ds: Dataset, kind: str, out: Path | str, *, symbols: Any = None, star
         iv, levels = (None if interval in (None, "0", 0, "change") else interval), depth or 25
     else:
         iv, levels = None, 1
-    symbol_expr = _tardis_symbol(ds, symbol_names, "ts") if tardis else "symbol"
+    symbol_expr = _tardis_symbol(ds, symbol_names, "ts", None) if tardis else "symbol"
+    recorded_by = ds.exchanges_of("book") if tardis else {}
     schema = None
     for table in _rebuilt(ds, kind, syms, start_us, end_us, iv, levels, mode, progress):
         if kind == "quotes":
             table = _quotes_columns(table)
         elif tardis:
             con.register("_export_part", table)
-            query = (_tardis_quotes_sql("_export_part", symbol_expr) if kind == "tardis-quotes"
-                     else _tardis_book_sql("_export_part", levels, symbol_expr))
+            sym = table.column("symbol")[0].as_py() if table.num_rows else None
+            exchange = (recorded_by.get(sym) or [""])[0]
+            query = (_tardis_quotes_sql("_export_part", symbol_expr, exchange)
+                     if kind == "tardis-quotes"
+                     else _tardis_book_sql("_export_part", levels, symbol_expr, exchange))
             table = to_arrow(con.sql(query))
             con.unregister("_export_part")
         schema = table.schema

@@ -43,22 +43,23 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recorder.analysis.dataset import (
-    Dataset,
+from recorder.analysis.sql import sql_str, to_arrow
+from recorder.core.schema import TIMESTAMP
+from recorder.core.times import (
     DatasetError,
     date_of,
     parse_interval,
     parse_time,
-    sql_str,
-    to_arrow,
     to_datetime,
     ts_literal,
 )
-from recorder.core.schema import TIMESTAMP
+
+if TYPE_CHECKING:
+    from recorder.analysis.dataset import Dataset
 
 PRICE_SCALE = 10_000_000_000  # DECIMAL(18,10): the unscaled integer fits an int64 exactly
 UNVERIFIED = ("flag", "skip")
@@ -113,21 +114,27 @@ class Start:
     kind: str          # "snapshot" or "checkpoint"
     update_id: int     # of the snapshot, or of the last update the checkpoint has applied
     ts_us: int         # ts_recv of that message
-    depth: int         # the subscribed depth
+    depth: int | None  # the rows' depth (None: a full book, e.g. KuCoin's v3 snapshot)
     snapshot_us: int   # ts_recv of the snapshot the book started from
+    # Levels kept per side after each message: the subscribed depth, or None for a book
+    # synced by sequence (its rows carry one), whose levels beyond the snapshot's depth are
+    # real; the recorder's book keeper cuts neither (KuCoin's book_rule.max_depth).
+    cut: int | None = None
 
 
 def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
-                   ) -> tuple[int, int, int] | None:
-    """(update_id, ts_recv µs, depth) of the last snapshot of ``symbol`` received at or
-    before ``at_us``, searching one date partition at a time, newest first."""
+                   ) -> tuple[int, int, int | None, bool] | None:
+    """(update_id, ts_recv µs, depth, synced by sequence) of the last snapshot of ``symbol``
+    received at or before ``at_us``, searching one date partition at a time, newest
+    first."""
     depth_term = f" AND depth = {int(book_depth)}" if book_depth else ""
     day_at = date_of(at_us)
     for day in _dates(ds):
         if day > day_at:
             continue
         rows = ds.con.execute(
-            f"SELECT update_id, epoch_us(ts_recv), depth FROM book WHERE date = DATE '{day}' "
+            f"SELECT update_id, epoch_us(ts_recv), depth, sequence IS NOT NULL FROM book "
+            f"WHERE date = DATE '{day}' "
             f"AND symbol = {sql_str(symbol)} AND is_snapshot AND ts_recv <= {ts_literal(at_us)}"
             f"{depth_term} ORDER BY update_id DESC LIMIT 1").fetchall()
         if rows:
@@ -135,8 +142,8 @@ def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
     return None
 
 
-def _last_checkpoint(ds: Dataset, symbol: str, depth: int, after_update: int, after_us: int,
-                     at_us: int) -> tuple[int, int] | None:
+def _last_checkpoint(ds: Dataset, symbol: str, depth: int | None, after_update: int,
+                     after_us: int, at_us: int) -> tuple[int, int] | None:
     """(update_id, ts_recv µs) of the latest complete checkpoint of ``symbol`` at ``depth``
     that follows update ``after_update`` and was taken at or before ``at_us``. Complete: all
     its ``levels`` rows are there, none NULL (a value the sink could not convert), none
@@ -151,7 +158,7 @@ def _last_checkpoint(ds: Dataset, symbol: str, depth: int, after_update: int, af
             break
         rows = ds.con.execute(
             "SELECT update_id, epoch_us(min(ts_recv)) FROM book_checkpoints "
-            f"WHERE date = DATE '{day}' AND symbol = {sql_str(symbol)} AND depth = {int(depth)} "
+            f"WHERE date = DATE '{day}' AND symbol = {sql_str(symbol)} AND {_depth_is(depth)} "
             f"AND update_id > {int(after_update)} AND ts_recv <= {ts_literal(at_us)} "
             "GROUP BY update_id HAVING count(*) = min(levels) AND min(levels) = max(levels) "
             "AND count(price) = count(*) AND count(qty) = count(*) "
@@ -171,23 +178,38 @@ def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = N
     snap = _last_snapshot(ds, symbol, at_us, book_depth)
     if snap is None:
         return None
-    update_id, ts_us, depth = (int(v) for v in snap)
-    start = Start("snapshot", update_id, ts_us, depth, ts_us)
+    update_id, ts_us = int(snap[0]), int(snap[1])
+    depth = None if snap[2] is None else int(snap[2])
+    cut = None if snap[3] else depth
+    start = Start("snapshot", update_id, ts_us, depth, ts_us, cut)
     if checkpoints:
         limit = at_us if checkpoint_before is None else min(at_us, checkpoint_before - 1)
-        cp = _last_checkpoint(ds, symbol, depth, update_id, ts_us, limit)
+        # Checkpoints are labelled with the keeper's depth, which is the cut.
+        cp = _last_checkpoint(ds, symbol, cut, update_id, ts_us, limit)
         if cp is not None:
-            start = Start("checkpoint", int(cp[0]), int(cp[1]), depth, ts_us)
+            start = Start("checkpoint", int(cp[0]), int(cp[1]), depth, ts_us, cut)
     return start
 
 
-def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int) -> int | None:
+def _depth_is(depth: int | None) -> str:
+    return "depth IS NULL" if depth is None else f"depth = {int(depth)}"
+
+
+def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int,
+                 book_depth: int | None = None) -> tuple[int | None, int | None] | None:
+    """(depth, cut) of the first snapshot of ``symbol`` (at ``book_depth``, if given) in
+    [start_us, end_us], or None."""
+    depth_term = f"AND depth = {int(book_depth)} " if book_depth else ""
     rows = ds.con.execute(
-        f"SELECT depth FROM book WHERE symbol = {sql_str(symbol)} AND is_snapshot "
-        f"AND ts_recv >= {ts_literal(start_us)} AND ts_recv <= {ts_literal(end_us)} "
+        f"SELECT depth, sequence IS NOT NULL FROM book WHERE symbol = {sql_str(symbol)} "
+        f"AND is_snapshot {depth_term}AND ts_recv >= {ts_literal(start_us)} "
+        f"AND ts_recv <= {ts_literal(end_us)} "
         f"AND date BETWEEN DATE '{date_of(start_us)}' AND DATE '{date_of(end_us)}' "
         "ORDER BY update_id LIMIT 1").fetchall()
-    return rows[0][0] if rows else None
+    if not rows:
+        return None
+    depth = rows[0][0]
+    return depth, (None if rows[0][1] else depth)
 
 
 _BOOK_COLUMNS = "update_id, ts_recv, ts_exchange, side, price, qty, is_snapshot, verified"
@@ -196,14 +218,14 @@ _BOOK_COLUMNS = "update_id, ts_recv, ts_exchange, side, price, qty, is_snapshot,
 def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
               book_depth: int | None = None, qty_text: bool = False, text: bool = False, *,
               checkpoints: bool = True, changes: bool = False
-              ) -> tuple[pa.Table, int | None, int | None]:
+              ) -> tuple[pa.Table, int | None, int | None, int | None]:
     """The book rows of ``symbol`` needed to know the book from ``start_us`` to ``end_us``
     (inclusive), ordered for application: from the last snapshot at or before ``start_us``,
     or from the latest checkpoint after it (its levels first, as one snapshot message with
     the checkpoint's update_id and ts_recv, verified), or from ``start_us`` if there is no
     snapshot. ``changes``: for a series of changes from ``start_us``, which only a
-    checkpoint older than ``start_us`` can start. Returns (rows,
-    subscribed depth, ts_recv of the snapshot the book started from)."""
+    checkpoint older than ``start_us`` can start. Returns (rows, the rows' depth, ts_recv of
+    the snapshot the book started from, levels kept per side: the cut ``_fold`` applies)."""
     if "book" not in ds.tables():
         raise DatasetError(f"no book rows recorded in {ds.data}")
     # For a series of changes from start_us, a checkpoint must be older than start_us:
@@ -212,15 +234,16 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
     start = start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints,
                         checkpoint_before=start_us if changes else None)
     if start is not None:
-        first_us, depth = start.ts_us, start.depth
+        first_us, depth, cut = start.ts_us, start.depth, start.cut
         lower = f"update_id >= {start.update_id}"
     else:
-        first_us, depth = start_us, book_depth or _first_depth(ds, symbol, start_us, end_us)
+        first = _first_depth(ds, symbol, start_us, end_us, book_depth)
+        if first is None:
+            empty = pa.table({"update_id": pa.array([], pa.int64())})
+            return empty, None, None, None
+        first_us, (depth, cut) = start_us, first
         lower = f"ts_recv >= {ts_literal(start_us)}"
-    if depth is None:
-        empty = pa.table({"update_id": pa.array([], pa.int64())})
-        return empty, None, None
-    where = f"symbol = {sql_str(symbol)} AND depth = {int(depth)}"
+    where = f"symbol = {sql_str(symbol)} AND {_depth_is(depth)}"
     parts = []
     if start is not None and start.kind == "checkpoint":
         lower = f"update_id > {start.update_id}"
@@ -232,7 +255,8 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
         parts.append(
             f"SELECT {start.update_id}::BIGINT AS update_id, ts_recv, {tx} AS ts_exchange, side,"
             " price, qty, true AS is_snapshot, true AS verified, '' AS _file, 0::BIGINT AS _row"
-            f" FROM book_checkpoints WHERE {day} AND {where} AND update_id = {start.update_id}")
+            f" FROM book_checkpoints WHERE {day} AND symbol = {sql_str(symbol)} AND "
+            f"{_depth_is(cut)} AND update_id = {start.update_id}")
     parts.append(
         f"SELECT {_BOOK_COLUMNS}, _file, _row FROM ({ds.source_sql('book', order=True)}) "
         f"WHERE {where} AND {lower} AND ts_recv <= {ts_literal(end_us)} "
@@ -248,7 +272,7 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
         + " UNION ALL ".join(parts) + ") ORDER BY update_id, _file, _row")
     # One chunk: take() on a table of many small chunks is slow.
     rows = to_arrow(ds.con.sql(query)).combine_chunks()
-    return rows, int(depth), (start.snapshot_us if start else None)
+    return rows, depth, (start.snapshot_us if start else None), cut
 
 
 # -- the single pass -------------------------------------------------------------------------
@@ -275,7 +299,7 @@ class _Emit:
         self.verified.append(None)
 
 
-def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
+def _fold(rows: pa.Table, depth: int | None, levels: int, *, grid: range | None = None,
           change_from: int | None = None, skip_unverified: bool = False,
           progress: Callable[[int, int], None] | None = None) -> _Emit:
     """Apply the rows in order. Emit the top ``levels`` at each ``grid`` time (the book after
@@ -329,11 +353,11 @@ def _fold(rows: pa.Table, depth: int, levels: int, *, grid: range | None = None,
     def finish(j: int) -> None:
         """The message [m_start, j) is applied: cut back to depth, note it, maybe emit."""
         nonlocal state_ok, last_msg, last_a, last_b, last_keys, last_q, last_ok, last_t
-        if len(ak) > depth:
+        if depth is not None and len(ak) > depth:
             for k in ak[depth:]:
                 qtext.pop(asks.pop(k), None)
             del ak[depth:]
-        if len(bk) > depth:
+        if depth is not None and len(bk) > depth:
             for k in bk[depth:]:
                 qtext.pop(bids.pop(k), None)
             del bk[depth:]
@@ -500,12 +524,12 @@ def book_at(ds: Dataset, symbol: str, at: Any, depth: int = 10,
     if at_us is None:
         raise DatasetError("at: a time is required")
     _check_levels(depth)
-    rows, sub_depth, snap_us = book_rows(ds, symbol, at_us, at_us, book_depth,
-                                         checkpoints=checkpoints)
+    rows, sub_depth, snap_us, cut = book_rows(ds, symbol, at_us, at_us, book_depth,
+                                              checkpoints=checkpoints)
     book = Book(symbol, to_datetime(at_us), depth=sub_depth)
-    if sub_depth is None or snap_us is None:
+    if snap_us is None:
         return book
-    em = _fold(rows, sub_depth, depth)
+    em = _fold(rows, cut, depth)
     asks, bids = em.asks[-1], em.bids[-1]
     price, qty = rows.column("price"), rows.column("qty")
     book.asks = list(zip(_take(price, asks).to_pylist(), _take(qty, asks).to_pylist(),
@@ -546,17 +570,17 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
     _check_levels(depth)
     skip = _check_unverified(unverified)
     if interval is None:
-        rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       qty_text=True, text=text, checkpoints=checkpoints,
-                                       changes=True)
-        em = _fold(rows, sub_depth or 1, depth, change_from=start_us, skip_unverified=skip,
+        rows, _, _, cut = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
+                                    qty_text=True, text=text, checkpoints=checkpoints,
+                                    changes=True)
+        em = _fold(rows, cut, depth, change_from=start_us, skip_unverified=skip,
                    progress=progress)
     else:
         iv = parse_interval(interval)
         first = -(-start_us // iv) * iv
-        rows, sub_depth, _ = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                       text=text, checkpoints=checkpoints)
-        em = _fold(rows, sub_depth or 1, depth, grid=range(first, end_us, iv),
+        rows, _, _, cut = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
+                                    text=text, checkpoints=checkpoints)
+        em = _fold(rows, cut, depth, grid=range(first, end_us, iv),
                    skip_unverified=skip, progress=progress)
     recv, exch = _msg_times(rows, em)
     cols: dict[str, Any] = {

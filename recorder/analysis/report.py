@@ -1,6 +1,7 @@
 """Coverage report: per symbol and hour, rows per table, minutes without data, connection gaps
-and checksum failures; and a picture of coverage over time (a self-contained HTML page with an
-SVG chart, or a PNG heat map), because a person reads a coverage chart faster than a table.
+and integrity failures (checksum mismatch or sequence gap); and a picture of coverage over
+time (a self-contained HTML page with an SVG chart, or a PNG heat map), because a person
+reads a coverage chart faster than a table.
 
 What counts:
 - ``rows_<table>``: rows of that table for the symbol in the hour (trades, book, spread,
@@ -10,8 +11,8 @@ What counts:
   so read it next to ``gaps``);
 - ``gaps``: ``disconnected``, ``stale`` and ``connect_failed`` events in the hour (connection
   events carry no symbol, so they count for every symbol);
-- ``checksum_failures``: ``checksum_mismatch`` events of the symbol; ``unverified_rows``: its
-  book rows with ``verified = false``.
+- ``integrity_failures``: ``checksum_mismatch`` and ``sequence_gap`` events of the symbol;
+  ``unverified_rows``: its book rows with ``verified = false``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,16 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recorder.analysis.dataset import (
-    Dataset,
-    DatasetError,
-    parse_time,
-    symbol_filter,
-    time_filter,
-    to_arrow,
-    to_datetime,
-)
-from recorder.core.schema import GAP_EVENT_KINDS
+from recorder.analysis.sql import symbol_filter, time_filter, to_arrow
+from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS
+from recorder.core.times import DatasetError, parse_time, to_datetime
+
+if TYPE_CHECKING:
+    from recorder.analysis.dataset import Dataset
 
 LANE_TABLES = ("trades", "book", "spread", "ohlc", "ticker")
 HOUR_US = 3_600_000_000
@@ -60,6 +57,7 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
     pivots = ", ".join(f"coalesce(sum(n) FILTER (WHERE tbl = '{t}'), 0)::BIGINT AS rows_{t}"
                        for t in LANE_TABLES if t in tables)
     gap_kinds = ", ".join(f"'{k}'" for k in GAP_EVENT_KINDS)
+    bad_kinds = ", ".join(f"'{k}'" for k in INTEGRITY_EVENT_KINDS)
     query = f"""
         WITH m AS ({counts}),
         span AS (SELECT min(minute) AS a, max(minute) AS b FROM m),
@@ -75,11 +73,11 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
         filled AS (SELECT symbol, minute // 60 AS hour, count(*) AS minutes_with_data
                    FROM per_min GROUP BY ALL),
         ev AS (SELECT kind, symbol, epoch_us(ts_recv) // {HOUR_US} AS hour FROM events
-               {_where(ev_where + [f"kind IN ({gap_kinds}, 'checksum_mismatch')"])}),
-        gaps AS (SELECT hour, count(*) AS gaps FROM ev WHERE kind <> 'checksum_mismatch'
+               {_where(ev_where + [f"kind IN ({gap_kinds}, {bad_kinds})"])}),
+        gaps AS (SELECT hour, count(*) AS gaps FROM ev WHERE kind NOT IN ({bad_kinds})
                  GROUP BY ALL),
-        bad AS (SELECT symbol, hour, count(*) AS checksum_failures FROM ev
-                WHERE kind = 'checksum_mismatch' GROUP BY ALL)
+        bad AS (SELECT symbol, hour, count(*) AS integrity_failures FROM ev
+                WHERE kind IN ({bad_kinds}) GROUP BY ALL)
         SELECT h.symbol, make_timestamp(h.hour * {HOUR_US})::TIMESTAMPTZ AS hour,
                {", ".join(f"coalesce(agg.rows_{t}, 0) AS rows_{t}"
                           for t in LANE_TABLES if t in tables)},
@@ -87,7 +85,7 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
                 - greatest((SELECT a FROM span), h.hour * 60)
                 - coalesce(f.minutes_with_data, 0))::BIGINT AS empty_minutes,
                coalesce(g.gaps, 0)::BIGINT AS gaps,
-               coalesce(b.checksum_failures, 0)::BIGINT AS checksum_failures,
+               coalesce(b.integrity_failures, 0)::BIGINT AS integrity_failures,
                coalesce(agg.unverified_rows, 0) AS unverified_rows
         FROM hours h
         LEFT JOIN agg USING (symbol, hour)
@@ -112,7 +110,7 @@ class Coverage:
     lanes: list[tuple[str, str]]          # (symbol, table)
     cells: dict[tuple[int, int], int]     # (lane, bucket) -> rows
     gaps: list[int]                       # bucket of each gap event
-    failures: list[tuple[str, int]]       # (symbol, bucket) of each checksum mismatch
+    failures: list[tuple[str, int]]       # (symbol, bucket) of each integrity failure
 
 
 def coverage(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None,
@@ -144,12 +142,12 @@ def coverage(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = Non
     gaps: list[int] = []
     failures: list[tuple[str, int]] = []
     if ds.has_rows("events"):
-        kinds = ", ".join(f"'{k}'" for k in (*GAP_EVENT_KINDS, "checksum_mismatch"))
+        kinds = ", ".join(f"'{k}'" for k in (*GAP_EVENT_KINDS, *INTEGRITY_EVENT_KINDS))
         ev = ds.con.execute(
             f"SELECT kind, symbol, (epoch_us(ts_recv) - {start_us}) // {bucket} FROM events"
             f"{_where(time_filter(lo, hi) + [f'kind IN ({kinds})'])}").fetchall()
         for kind, sym, k in ev:
-            if kind == "checksum_mismatch":
+            if kind in INTEGRITY_EVENT_KINDS:
                 failures.append((sym, int(k)))
             else:
                 gaps.append(int(k))
@@ -203,7 +201,7 @@ def coverage_svg(cov: Coverage) -> str:
                    f'height="{lane_h - 2}" fill="#d62728"><title>connection gap</title></rect>')
     for sym, k in cov.failures:
         out.append(f'<rect x="{left + k * cw:.2f}" y="{y + 4}" width="{max(cw, 2):.2f}" '
-                   f'height="{lane_h - 10}" fill="#ff7f0e"><title>checksum mismatch '
+                   f'height="{lane_h - 10}" fill="#ff7f0e"><title>integrity failure '
                    f'{html.escape(str(sym))}</title></rect>')
     ticks = 6
     for j in range(ticks + 1):
@@ -215,7 +213,7 @@ def coverage_svg(cov: Coverage) -> str:
                    f'{_label(cov.start_us + k * cov.bucket_us, cov.bucket_us)}</text>')
     out.append(f'<text x="{left}" y="{height - 12}">one column = {cov.bucket_us // 1_000_000}'
                ' s; grey: no rows; blue: rows (log scale, per lane); red: connection gap; '
-               'orange: checksum mismatch (times UTC)</text></svg>')
+               'orange: integrity failure (times UTC)</text></svg>')
     return "\n".join(out)
 
 
@@ -229,7 +227,7 @@ def write_html(path: Path, cov: Coverage, table: pa.Table, title: str) -> None:
             v = row[c]
             if c == "hour" and v is not None:
                 v = v.strftime("%Y-%m-%d %H:00")
-            warn = c in ("gaps", "checksum_failures", "unverified_rows") and v
+            warn = c in ("gaps", "integrity_failures", "unverified_rows") and v
             style = ' class="warn"' if warn else ""
             cells.append(f"<td{style}>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -251,7 +249,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}td:first-child{{t
 def write_png(path: Path, cov: Coverage) -> None:
     """The coverage chart as a PNG, drawn with matplotlib (the optional ``report`` extra):
     one row per lane (symbol x table) shaded by rows per column on a log scale, then the
-    events row (red: connection gap, orange: checksum mismatch), a UTC time axis and a
+    events row (red: connection gap, orange: integrity failure), a UTC time axis and a
     legend."""
     try:
         import matplotlib
@@ -298,7 +296,7 @@ def write_png(path: Path, cov: Coverage) -> None:
                                  label="rows (log scale, per lane)"),
                            Patch(color="#ececec", label="no rows"),
                            Patch(color="#d62728", label="connection gap"),
-                           Patch(color="#ff7f0e", label="checksum mismatch")],
+                           Patch(color="#ff7f0e", label="integrity failure")],
                   loc="upper center", bbox_to_anchor=(0.5, -0.62 / axes_inches),
                   ncol=4, frameon=False, fontsize=8)
         ax.set_title("Recording coverage", fontsize=10)

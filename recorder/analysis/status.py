@@ -27,11 +27,11 @@ from typing import Any
 
 import typer
 
-from recorder.core.schema import GAP_EVENT_KINDS, TABLES
+from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES
 from sinks.layout import PARQUET_NAME
 
 # What counts as a gap in the data: the connection ended, or the process died.
-PROBLEM_KINDS = ("stale", "checksum_mismatch", "malformed", "subscribe_error",
+PROBLEM_KINDS = ("stale", "checksum_mismatch", "sequence_gap", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
                  "sink_backpressure", "value_unconvertible", "collector_failed",
                  "events_dropped", "sink_writer_died", "sink_close_incomplete",
@@ -204,7 +204,7 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
     for entry in collectors.values():
         ev = entry["events"]
         entry["gaps"] = sum(ev.get(k, 0) for k in GAP_EVENT_KINDS)
-        entry["checksum_failures"] = ev.get("checksum_mismatch", 0)
+        entry["integrity_failures"] = sum(ev.get(k, 0) for k in INTEGRITY_EVENT_KINDS)
     return {"data": str(data), "now": now, "window_s": window,
             "collectors": dict(sorted(collectors.items()))}
 
@@ -279,7 +279,8 @@ def render(report: dict) -> str:
         problems = ", ".join(f"{k} {ev[k]}" for k in PROBLEM_KINDS if ev.get(k))
         gaps = ", ".join(f"{k} {ev[k]}" for k in GAP_EVENT_KINDS if ev.get(k))
         out.append(f"  gaps           {c['gaps']}" + (f" ({gaps})" if gaps else ""))
-        out.append(f"  checksum fails {c['checksum_failures']}")
+        bad = ", ".join(f"{k} {ev[k]}" for k in INTEGRITY_EVENT_KINDS if ev.get(k))
+        out.append(f"  integrity fails {c['integrity_failures']}" + (f" ({bad})" if bad else ""))
         if problems:
             out.append(f"  events         {problems}")
     return "\n".join(out)
@@ -290,9 +291,13 @@ def status(
     window: float = typer.Option(3600.0, "--window", min=60,
                                  help="Look back this many seconds (default: one hour)."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh in the terminal until "
+                               "Ctrl-C."),
+    interval: float = typer.Option(5.0, "--interval", min=0.5, help="Seconds between "
+                                   "refreshes with --watch."),
 ) -> None:
     """What each collector records: state, age of the last message, rates, gaps and
-    checksum failures over the last hour."""
+    integrity failures (checksum mismatch or sequence gap) over the last hour."""
     if fmt not in ("text", "json"):
         typer.echo(f"error: --format {fmt!r} is not supported; allowed: text, json", err=True)
         raise typer.Exit(2)
@@ -300,8 +305,42 @@ def status(
         typer.echo(f"error: no data directory {data} (record with `recorder run`, or pass "
                    "--data DIR)", err=True)
         raise typer.Exit(2)
+    if watch:
+        watch_status(data, window, interval, fmt)
+        return
     report = collect_status(data, window=window)
     if fmt == "json":
         typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(render(report))
+
+
+def watch_status(data: Path, window: float, interval: float, fmt: str = "text", *,
+                 iterations: int | None = None) -> None:
+    """``recorder status --watch``: the report again every ``interval`` seconds, drawn over
+    the previous one on a terminal (appended, separated by a blank line, elsewhere), until
+    Ctrl-C (or ``iterations`` reports)."""
+    import signal
+    import sys
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tty = sys.stdout.isatty()
+    n = 0
+    while not stop.is_set():
+        report = collect_status(data, window=window)
+        text = json.dumps(report) if fmt == "json" else render(report)
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        footer = f"(every {interval:g} s, {stamp} UTC; Ctrl-C to stop)"
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n\n" + footer + "\n")
+        else:
+            sys.stdout.write(("\n" if n else "") + text + "\n" + footer + "\n")
+        sys.stdout.flush()
+        n += 1
+        if iterations is not None and n >= iterations:
+            break
+        stop.wait(interval)

@@ -1,22 +1,24 @@
-"""Order books kept per symbol to verify Kraken's checksum on every update.
+"""Order books kept per symbol to verify every update by the exchange's integrity rule.
 
-Each book holds the exact price and quantity text per level (the checksum is defined over
-the wire text) keyed by a numeric sort key. Updates are applied in wire order, each side is
-cut back to the subscribed depth (Kraken sends no delete for levels that fall out of scope),
-then the top 10 of each side are checksummed (see recorder.kraken.checksum).
+Each book holds the exact price and quantity text per level keyed by a numeric sort key.
+Updates are applied in wire order, each side is cut back to the depth the rule names (Kraken
+sends no delete for levels that fall out of scope), then the rule judges the book: Kraken's
+compares a CRC32 of the top 10 levels' wire text (``level_bytes``, cached per level) with
+the exchange's; KuCoin's trusts the sequence continuity its parser already checked.
 
 The keeper also hands out checkpoints (``checkpoint_rows``): every kept level of each book
 that currently verifies, so a rebuild can start there instead of at the last exchange
-snapshot (Kraken sends one only on (re)subscribe; see recorder/rebuild.py).
+snapshot (Kraken sends one only on (re)subscribe; see recorder/analysis/rebuild.py).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from recorder.exchanges.kraken.checksum import checksum_of_top_texts, level_bytes
 from recorder.core.schema import TABLES, column_index
+from recorder.exchanges.base import BookRule, IntegrityFailure
 
 _EXCHANGE = column_index("book", "exchange")
 _SYMBOL = column_index("book", "symbol")
@@ -25,7 +27,6 @@ _SIDE = column_index("book", "side")
 _PRICE = column_index("book", "price")
 _QTY = column_index("book", "qty")
 _SNAPSHOT = column_index("book", "is_snapshot")
-_CHECKSUM = column_index("book", "checksum")
 _UPDATE_ID = column_index("book", "update_id")
 _DEPTH = column_index("book", "depth")
 _VERIFIED = column_index("book", "verified")
@@ -33,17 +34,22 @@ _VERIFIED = column_index("book", "verified")
 assert _VERIFIED == len(TABLES["book"]) - 1
 
 
+def _no_text(price: str, qty: str) -> bytes:
+    return b""
+
+
 class _Side:
     """One side of a book, best level first (bids store negated keys).
 
-    The checksum text of the side's top 10 is cached and rebuilt only after a change
+    The rule's text of the side's top 10 is cached and rebuilt only after a change
     within the top 10, so an update on one side leaves the other side's text as it was.
     """
 
-    __slots__ = ("keys", "levels", "sign", "_top")
+    __slots__ = ("keys", "levels", "sign", "_top", "level_bytes")
 
-    def __init__(self, sign: float) -> None:
+    def __init__(self, sign: float, level_bytes: Callable[[str, str], bytes]) -> None:
         self.sign = sign
+        self.level_bytes = level_bytes
         self.keys: list[float] = []
         # price text, qty text, and the level's checksum text (computed once per change).
         self.levels: dict[float, tuple[str, str, bytes]] = {}
@@ -67,11 +73,11 @@ class _Side:
             keys.insert(i, key)
             if i < 10:
                 self._top = None
-        levels[key] = (price, qty, level_bytes(price, qty))
+        levels[key] = (price, qty, self.level_bytes(price, qty))
 
-    def truncate(self, depth: int) -> None:
+    def truncate(self, depth: int | None) -> None:
         # Subscribed depths are at least 10, so this never changes the top 10.
-        if len(self.keys) > depth:
+        if depth is not None and len(self.keys) > depth:
             for key in self.keys[depth:]:
                 del self.levels[key]
             del self.keys[depth:]
@@ -90,10 +96,11 @@ class _Side:
 
 @dataclass
 class Book:
-    depth: int
-    asks: _Side = field(default_factory=lambda: _Side(1.0))
-    bids: _Side = field(default_factory=lambda: _Side(-1.0))
-    # False from a checksum mismatch until the next snapshot: the book is known to be wrong.
+    depth: int | None
+    level_bytes: Callable[[str, str], bytes] = _no_text
+    asks: _Side = field(init=False)
+    bids: _Side = field(init=False)
+    # False from a mismatch until the next snapshot: the book is known to be wrong.
     healthy: bool = True
     # The first row of the last message applied and what its checksum said (True, False,
     # None = nothing to compare): a checkpoint is only taken after a verified update.
@@ -102,31 +109,29 @@ class Book:
     # update_id of the last checkpoint written: an unchanged book is not written again.
     checkpointed: int | None = None
 
-    def checksum(self) -> int:
-        return checksum_of_top_texts(self.asks.top_text(), self.bids.top_text())
+    def __post_init__(self) -> None:
+        self.asks = _Side(1.0, self.level_bytes)
+        self.bids = _Side(-1.0, self.level_bytes)
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return self.asks.top(n), self.bids.top(n)
 
 
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    symbol: str
-    expected: int
-    computed: int
-    update_id: int
-
-
 class BookKeeper:
     """Books of one connection; verifies and marks the book rows of each message."""
 
-    def __init__(self) -> None:
+    def __init__(self, rule: BookRule) -> None:
+        self.rule = rule
+        self._level_bytes = rule.level_bytes or _no_text
         self.books: dict[str, Book] = {}
         self.verified = 0
         self.mismatches = 0
         # Symbols whose broken book was just replaced by a fresh snapshot (a finished
         # resync); the collector drains this list into events.
         self.recovered: list[str] = []
+        # Symbols that received a snapshot (any: first, resync, resubscribe) since the
+        # collector last looked; it ends a resync waiting for one.
+        self.snapshots: list[str] = []
 
     def reset(self, symbol: str | None = None) -> None:
         """Forget one symbol's book (a resync) or all of them (a new connection)."""
@@ -135,13 +140,17 @@ class BookKeeper:
         else:
             self.books.pop(symbol, None)
 
-    def process(self, rows: list[tuple], start: int) -> list[Mismatch]:
+    def depth_of(self, symbol: str) -> int | None:
+        book = self.books.get(symbol)
+        return book.depth if book is not None else None
+
+    def process(self, rows: list[tuple], start: int) -> list[IntegrityFailure]:
         """Apply the book rows ``rows[start:]`` of one message, verify, and set ``verified``.
 
         Rows of one message may cover several symbols (v2 ``data`` arrays); each symbol's
         levels are applied in wire order, then its checksum is compared once.
         """
-        mismatches: list[Mismatch] = []
+        mismatches: list[IntegrityFailure] = []
         end = len(rows)
         i = start
         symbol = rows[start][_SYMBOL]
@@ -149,7 +158,7 @@ class BookKeeper:
             result = self._apply(rows, start, end, symbol)
             if result is None:
                 return mismatches
-            if result.__class__ is Mismatch:
+            if result.__class__ is IntegrityFailure:
                 mismatches.append(result)
                 result = False
             for k in range(start, end):
@@ -161,7 +170,7 @@ class BookKeeper:
             while j < end and rows[j][_SYMBOL] == symbol:
                 j += 1
             result = self._apply(rows, i, j, symbol)
-            if isinstance(result, Mismatch):
+            if isinstance(result, IntegrityFailure):
                 mismatches.append(result)
                 verified = False
             else:
@@ -172,13 +181,15 @@ class BookKeeper:
             i = j
         return mismatches
 
-    def _apply(self, rows: list[tuple], i: int, j: int, symbol: str) -> bool | None | Mismatch:
+    def _apply(self, rows: list[tuple], i: int, j: int,
+               symbol: str) -> bool | None | IntegrityFailure:
         first = rows[i]
         book = self.books.get(symbol)
         if first[_SNAPSHOT]:
             if book is not None and not book.healthy:
                 self.recovered.append(symbol)
-            book = self.books[symbol] = Book(first[_DEPTH] or 1000)
+            self.snapshots.append(symbol)
+            book = self.books[symbol] = Book(self.rule.max_depth(first), self._level_bytes)
         elif book is None:
             # An update before any snapshot (e.g. right after a resync request): unusable.
             return False
@@ -192,15 +203,14 @@ class BookKeeper:
         book.last_ok = False
         if not book.healthy:
             return False
-        expected = first[_CHECKSUM]
-        if expected is None:
+        verdict = self.rule.verify(book, first)
+        if verdict is None:
             book.last_ok = None
             return None
-        computed = book.checksum()
-        if computed != expected:
+        if verdict is not True:
             book.healthy = False
             self.mismatches += 1
-            return Mismatch(symbol, expected, computed, first[_UPDATE_ID])
+            return IntegrityFailure(symbol, self.rule.failure_kind, verdict, first[_UPDATE_ID])
         self.verified += 1
         book.last_ok = True
         return True

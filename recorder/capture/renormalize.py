@@ -25,25 +25,25 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recorder.capture.book import BookKeeper
-from recorder.exchanges.kraken import v1, v2
-from recorder.exchanges.kraken.common import new_rows
+from recorder.core.events import event, new_rows, with_conn_id
 from sinks.layout import parse_parquet_name
 
 _BATCH = 50_000
 # Read in small batches: one reader per source is open at a time during the merge.
 _READ_BATCH = 8_192
-_COLUMNS = ["conn_id", "ts_recv", "endpoint", "frame"]
+_COLUMNS = ["exchange", "conn_id", "ts_recv", "endpoint", "frame"]
 
 
 class RawFrame(NamedTuple):
     source: str
+    exchange: str
     conn_id: int
     ts: int  # ts_recv, µs
     endpoint: str
@@ -65,9 +65,10 @@ def _read_source(source: str, files: list[Path]) -> Iterator[RawFrame]:
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=_READ_BATCH, columns=_COLUMNS):
             ts = pc.cast(batch.column("ts_recv"), pa.int64(), safe=False).to_pylist()
-            yield from (RawFrame(source, c, t, e, f) for c, t, e, f in zip(
-                batch.column("conn_id").to_pylist(), ts, batch.column("endpoint").to_pylist(),
-                batch.column("frame").to_pylist(), strict=True))
+            yield from (RawFrame(source, x, c, t, e, f) for x, c, t, e, f in zip(
+                batch.column("exchange").to_pylist(), batch.column("conn_id").to_pylist(), ts,
+                batch.column("endpoint").to_pylist(), batch.column("frame").to_pylist(),
+                strict=True))
 
 
 def raw_frames(data: Path) -> Iterator[RawFrame]:
@@ -78,28 +79,15 @@ def raw_frames(data: Path) -> Iterator[RawFrame]:
 
 
 class _Session:
-    """Per-connection parsing state, learnt from the frames themselves (v2 acks say which
-    ticker streams are bbo and which depth each book has)."""
+    """Per-connection parsing state (the exchange's replay session) and its books."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.api = v2 if "/v2" in endpoint else v1
-        self.books = BookKeeper()
-        self.bbo: set[str] = set()
-        self.depths: dict[str, int] = {}
+    def __init__(self, exchange: str, endpoint: str) -> None:
+        from recorder import exchanges
 
-    def parse(self, msg: Any, ts: int, update_id: int, out: dict[str, list[tuple]]) -> None:
-        if self.api is v2:
-            if msg.__class__ is dict and msg.get("method") == "subscribe" and msg.get("success"):
-                result = msg.get("result") or {}
-                sym = result.get("symbol")
-                if result.get("channel") == "ticker" and result.get("event_trigger") == "bbo":
-                    self.bbo.add(sym)
-                if result.get("channel") == "book" and result.get("depth"):
-                    self.depths[sym] = result["depth"]
-            v2.parse(msg, ts, update_id, out, bbo_symbols=frozenset(self.bbo),
-                     book_depths=self.depths)
-        else:
-            v1.parse(msg, ts, update_id, out)
+        replay = exchanges.get(exchange).replay_session(endpoint)
+        self.decode = replay.decode
+        self.parse = replay.parse
+        self.books = BookKeeper(replay.book_rule)
 
 
 def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
@@ -114,11 +102,11 @@ def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
     out = new_rows()
     # One state per connection of one collector process, never shared: two configs
     # recorded together both have a connection 1.
-    sessions: dict[tuple[str, int, str], _Session] = {}
+    sessions: dict[tuple[str, int], _Session] = {}
     latest: dict[str, int] = {}
     update_id = 0
     next_checkpoint: int | None = None
-    for n, (source, conn_id, ts, endpoint, frame) in enumerate(raw_frames(data), 1):
+    for n, (source, exchange, conn_id, ts, endpoint, frame) in enumerate(raw_frames(data), 1):
         if checkpoint_us:
             if next_checkpoint is None:
                 next_checkpoint = ts + checkpoint_us
@@ -126,7 +114,9 @@ def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
                 for s in sessions.values():
                     out["book_checkpoints"].extend(s.books.checkpoint_rows())
                 next_checkpoint = ts + checkpoint_us
-        key = (source, conn_id, endpoint)
+        # A connection's REST answers (a token, a book snapshot) are recorded with their
+        # own endpoint under the connection's id: one session per id.
+        key = (source, conn_id)
         session = sessions.get(key)
         if session is None:
             if conn_id > latest.get(source, conn_id - 1):
@@ -135,18 +125,18 @@ def renormalize(data: Path, write: Callable[[str, list[tuple]], None],
                 for old in [k for k in sessions if k[0] == source and k[1] < conn_id]:
                     del sessions[old]
                 latest[source] = conn_id
-            session = sessions[key] = _Session(endpoint)
+            session = sessions[key] = _Session(exchange, endpoint)
         update_id += 1
         book, events = out["book"], out["events"]
         start, events_start = len(book), len(events)
         try:
-            msg = session.api.decode(frame.encode())
+            msg = session.decode(frame.encode())
             session.parse(msg, ts, update_id, out)
             for i in range(events_start, len(events)):
-                events[i] = events[i][:6] + (conn_id,)
+                events[i] = with_conn_id(events[i], conn_id)
         except Exception as e:  # noqa: BLE001 - a bad frame is an event, not the end
-            out["events"].append(("kraken", ts, "malformed", None, None,
-                                  f'{{"error":"{type(e).__name__}"}}', conn_id))
+            out["events"].append(event(exchange, ts, "malformed", conn_id=conn_id,
+                                       detail=f'{{"error":"{type(e).__name__}"}}'))
             continue
         if len(book) > start:
             session.books.process(book, start)
@@ -165,3 +155,30 @@ def _drain(out: dict[str, list[tuple]], write: Callable[[str, list[tuple]], None
             write(table, rows)
             counts[table] = counts.get(table, 0) + len(rows)
         out[table] = []
+
+
+def renormalize_to(data: Path, out: Path, progress: Callable[[int], None] | None = None,
+                   checkpoint_us: int = 60_000_000) -> dict[str, int]:
+    """``renormalize`` into the data directory ``out``: one sink per exchange found."""
+    import os
+
+    from sinks.parquet_sink import ParquetSink
+
+    sinks: dict[str, ParquetSink] = {}
+
+    def write(table: str, rows: list[tuple]) -> None:
+        by_exchange: dict[str, list[tuple]] = {}
+        for row in rows:
+            by_exchange.setdefault(row[0], []).append(row)
+        for exchange, part in by_exchange.items():
+            sink = sinks.get(exchange)
+            if sink is None:
+                sink = sinks[exchange] = ParquetSink(
+                    out, exchange, source=f"renormalize-{exchange}-{os.getpid()}")
+            sink.write(table, part)
+
+    try:
+        return renormalize(data, write, progress, checkpoint_us=checkpoint_us)
+    finally:
+        for sink in sinks.values():
+            sink.close()

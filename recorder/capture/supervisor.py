@@ -57,7 +57,7 @@ log = logging.getLogger("recorder.capture.supervisor")
 
 STATUS_DIR = ".status"
 PERMANENT_EXIT = 2  # cli.fail(): a mistake that restarting cannot fix
-TEMPFAIL_EXIT = 75  # sysexits EX_TEMPFAIL: the data directory is full/unwritable for now
+TEMPFAIL_EXIT = 75  # recorder.capture.runner.TEMPFAIL_EXIT: full/unwritable for now
 _POLL = 0.1
 
 CommandFn = Callable[[Config, str, "float | None"], list[str]]
@@ -128,7 +128,9 @@ class Supervisor:
                  backoff_initial: float = 1.0, backoff_max: float = 60.0,
                  reset_after: float = 60.0, startup_grace: float = 5.0,
                  max_startup_failures: int = 3, stop_timeout: float = 15.0,
-                 command: CommandFn | None = None, record_events: bool = True) -> None:
+                 command: CommandFn | None = None, record_events: bool = True,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 metrics_token: str | None = None) -> None:
         self.data = data
         self.duration = duration
         self.url = url
@@ -151,6 +153,9 @@ class Supervisor:
         self.exit_code = 0
         self._event_threads: list[threading.Thread] = []
         self._finished = threading.Event()  # ends the retries of events not stored yet
+        # --metrics-port: one endpoint for every collector (recorder/capture/metrics_server.py)
+        self.metrics_options = (metrics_port, metrics_host, metrics_token)
+        self.metrics: Any = None
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -160,6 +165,8 @@ class Supervisor:
         try:
             if self.duration:
                 self.deadline = time.monotonic() + self.duration
+            if self.metrics_options[0] is not None and not self._start_metrics():
+                return PERMANENT_EXIT
             for child in self.children:
                 self._start(child)
             while not self._done():
@@ -177,7 +184,24 @@ class Supervisor:
             self._finished.set()  # each event thread makes one last attempt
             for t in self._event_threads:
                 t.join(10.0)
+            if self.metrics is not None:  # served until the collectors have stopped
+                self.metrics.stop()
         return self.exit_code
+
+    def _start_metrics(self) -> bool:
+        from recorder.capture.metrics_server import JobMetrics
+
+        port, host, token = self.metrics_options
+        self.metrics = JobMetrics(lambda: self.children, port=port, host=host, token=token)
+        try:
+            self.metrics.start()
+        except OSError as e:
+            log.error("cannot serve metrics on %s port %d: %s", host, port,
+                      e.strerror or e)
+            self.metrics.stop()
+            self.metrics = None
+            return False
+        return True
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # Only set a flag: the loop forwards it within one poll interval.
@@ -238,7 +262,7 @@ class Supervisor:
             cmd += ["--data", str(self.data)]
         if duration:
             cmd += ["--duration", f"{duration:.3f}"]
-        if self.url and role == "public":
+        if self.url and role != "private":
             cmd += ["--url", self.url]
         return cmd
 
@@ -248,7 +272,8 @@ class Supervisor:
             remaining = max(0.1, self.deadline - time.monotonic())
         cmd = self.command(child.config, child.role, remaining)
         try:
-            child.proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+            child.proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, env=(
+                self.metrics.env() if self.metrics is not None else None))
         except OSError as e:
             log.error("%s: cannot start a collector: %s", child.name, e)
             child.proc = None
@@ -439,32 +464,39 @@ class Supervisor:
 
     def _record_event(self, child: Child, kind: str, detail: dict,
                       ts: float | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.aggregator.supervisor_event(child.key, kind, detail, ts)
         if not self.record_events:
             return
         self._event_threads = [t for t in self._event_threads if t.is_alive()]
         t = threading.Thread(target=self._record_until_stored, name=f"event-{kind}",
-                             daemon=True, args=(child.root, kind, detail, ts))
+                             daemon=True, args=(child.root, kind, detail, ts,
+                                                child.config.exchange))
         t.start()
         self._event_threads.append(t)
 
     def _record_until_stored(self, root: Path, kind: str, detail: dict,
-                             ts: float | None) -> None:
+                             ts: float | None, exchange: str) -> None:
         """A gap that is not in ``events`` is a silent loss: retry (a full disk) until
         stored, and once more when the supervisor ends."""
         delay = 1.0
-        while not record_event(root, kind, detail, ts):
+        while not record_event(root, kind, detail, ts, exchange=exchange):
             if self._finished.is_set():
                 log.error("the %s event for %s was not stored: %s", kind, root,
                           json.dumps(detail))
                 return
             self._finished.wait(delay)
             delay = min(delay * 2, 30.0)
+        if self.metrics is not None:
+            self.metrics.aggregator.row_stored(detail.get("collector", "supervisor"), "events")
 
 
 def _subscriptions(config: Config, role: str) -> dict[str, list[str]]:
     """What the gap covers. The row's symbol and channel stay NULL (like ``disconnected``:
     the whole connection), the detail lists them."""
-    subs = config.private_subscriptions if role == "private" else config.public_subscriptions
+    from recorder.capture import jobs
+
+    subs = jobs.subscriptions(config, role)
     return {"channels": sorted({s.channel for s in subs}),
             "symbols": sorted({sym for s in subs for sym in s.symbols})}
 
@@ -495,7 +527,8 @@ def read_states(root: Path) -> list[dict]:
     return out
 
 
-def record_event(root: Path, kind: str, detail: dict, ts: float | None = None) -> bool:
+def record_event(root: Path, kind: str, detail: dict, ts: float | None = None, *,
+                 exchange: str) -> bool:
     """Store one ``events`` row in ``root`` (its own small Parquet file). True once it is
     durable; a data directory that cannot be written is logged, not raised (False)."""
     try:
@@ -505,10 +538,10 @@ def record_event(root: Path, kind: str, detail: dict, ts: float | None = None) -
         # A source never used before: the sink treats a segment whose name (source + seq)
         # matches an existing file as already published (see the report on sinks/).
         source = f"supervisor-{os.getpid()}-{time.time_ns() // 1000}"
-        sink = ParquetSink(root, "kraken", source=source, recover_on_start=False,
+        sink = ParquetSink(root, exchange, source=source, recover_on_start=False,
                            journal_interval=0.2)
         ts_us = int((ts or time.time()) * 1_000_000)
-        sink.write("events", [event_row("kraken", ts_us, kind, detail)])
+        sink.write("events", [event_row(exchange, ts_us, kind, detail)])
         if sink.close(timeout=5.0):
             return True
         # Journaled but not published: the next collector start recovers it. Writing it
@@ -542,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     restart policy adjustable (tests, benchmarks)."""
     import argparse
 
+    from recorder.capture import jobs as job_plan
     from recorder.core.config import ConfigError, load_config
 
     p = argparse.ArgumentParser(prog="python -m recorder.capture.supervisor")
@@ -553,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backoff-initial", type=float, default=1.0)
     p.add_argument("--backoff-max", type=float, default=60.0)
     p.add_argument("--startup-grace", type=float, default=5.0)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument("--metrics-token")
     args = p.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -564,13 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return PERMANENT_EXIT
-        if cfg.public_subscriptions:
-            jobs.append((cfg, "public"))
-        if cfg.private_subscriptions:
-            jobs.append((cfg, "private"))
+        jobs.extend(job_plan.jobs([cfg]))
     return run_many(jobs, args.data, args.duration, args.url, args.log_level,
                     backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
-                    startup_grace=args.startup_grace)
+                    startup_grace=args.startup_grace, metrics_port=args.metrics_port,
+                    metrics_host=args.metrics_host, metrics_token=args.metrics_token)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -17,7 +16,8 @@ from recorder.core.config import Config, ConfigError, load_config
 # No locals in tracebacks: a credential must never reach a terminal or a log.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   pretty_exceptions_show_locals=False,
-                  help="Record Kraken market data to Parquet and query it with DuckDB.")
+                  help="Record crypto exchange market data (Kraken, KuCoin) to Parquet and "
+                  "query it with DuckDB.")
 
 log = logging.getLogger("recorder")
 
@@ -38,24 +38,7 @@ def _load_all(paths: list[Path]) -> list[Config]:
     return configs
 
 
-ROLES = ("public", "private")
 _early_stop = threading.Event()
-# Rows waiting for the sink's writer thread (~400 B each as Python tuples): enough to ride
-# out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
-_MAX_QUEUED_ROWS = 32_768
-# Publishing a file holds one row group in memory; 50k rows keeps that spike near 10 MB while
-# DuckDB still prunes and scans at full speed.
-_ROW_GROUP_ROWS = 50_000
-
-
-def _jobs(cfg: Config) -> list[tuple[Config, str]]:
-    """One connection per role that the config subscribes on."""
-    jobs = []
-    if cfg.public_subscriptions:
-        jobs.append((cfg, "public"))
-    if cfg.private_subscriptions:
-        jobs.append((cfg, "private"))
-    return jobs
 
 
 @app.command()
@@ -68,6 +51,17 @@ def run(
     url: str | None = typer.Option(None, "--url", help="Override the public WebSocket URL "
                                    "(single config only)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                            help="Serve Prometheus metrics at /metrics and "
+                                            "a live status page at / on this port (0: pick "
+                                            "a free one and log it)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address the "
+                                     "metrics endpoint listens on."),
+    metrics_token: str | None = typer.Option(None, "--metrics-token", envvar=
+                                             "RECORDER_METRICS_TOKEN", show_envvar=True,
+                                             help="Require this token from every client "
+                                             "but 127.0.0.1 (Bearer header, or ?token= "
+                                             "once in a browser)."),
 ) -> None:
     """Record until SIGINT/SIGTERM (finishing every file) or until --duration has passed."""
     _setup_logging(log_level)
@@ -77,10 +71,13 @@ def run(
              f"{len(loaded)} configs were given")
     if url and not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
-    jobs = [job for cfg in loaded for job in _jobs(cfg)]
+    from recorder.capture import jobs as job_plan
+
+    jobs = job_plan.jobs(loaded)
     if len(jobs) > 1:
         # Refuse bad credentials before any collector starts, not in one child of several.
-        from recorder.exchanges.kraken.private import CredentialError, check_credentials
+        from recorder.capture.runner import check_credentials
+        from recorder.core.secrets import CredentialError
 
         for cfg, role in jobs:
             if role == "private":
@@ -92,7 +89,8 @@ def run(
     # recorded as a gap), a collector that cannot start fails the job with exit code 2.
     from recorder.capture.supervisor import run_many
 
-    raise typer.Exit(run_many(jobs, data, duration, url, log_level))
+    raise typer.Exit(run_many(jobs, data, duration, url, log_level, metrics_port=metrics_port,
+                              metrics_host=metrics_host, metrics_token=metrics_token))
 
 
 @app.command(hidden=True)
@@ -114,59 +112,19 @@ def collect(
     signal.signal(signal.SIGTERM, lambda *_: _early_stop.set())
     signal.signal(signal.SIGINT, lambda *_: _early_stop.set())
     _setup_logging(log_level)
-    if role not in ROLES:
-        fail(f"--role {role!r}; allowed: {', '.join(ROLES)}")
+    from recorder.capture import jobs
+    from recorder.capture.runner import StartupError
+    from recorder.capture.runner import collect as run_collector
+
     cfg = _load_all([config])[0]
-    raise typer.Exit(_collect(cfg, role, data, duration, url))
-
-
-def _collect(cfg: Config, role: str, data: Path | None, duration: float | None,
-             url: str | None) -> int:
-    from recorder.capture.collector import Collector, make_public_adapter
-    from recorder.capture.supervisor import TEMPFAIL_EXIT
-    from sinks.parquet_sink import ParquetSink, SinkError, SinkUnavailable, is_transient
-
-    root = data or cfg.output_path
+    roles = jobs.roles(cfg)
+    if role not in roles:
+        fail(f"--role {role!r}; {cfg.path} has: {', '.join(roles)}")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        if is_transient(e):  # e.g. no room for the directory entry: space may come back
-            fail(f"cannot create the data directory {root} for now: {e.strerror} (disk "
-                 "full?); the supervisor retries", TEMPFAIL_EXIT)
-        fail(f"cannot create the data directory {root}: {e.strerror}")
-    if not os.access(root, os.W_OK):
-        fail(f"the data directory {root} is not writable")
-    if role == "private":
-        from recorder.exchanges.kraken.private import CredentialError, make_private_adapter
-
-        try:
-            adapter = make_private_adapter(cfg, root)
-        except CredentialError as e:
-            fail(str(e))
-    else:
-        adapter = make_public_adapter(cfg, url)
-    try:
-        sink = ParquetSink(root, "kraken", rotate_seconds=cfg.rotate_seconds,
-                           max_file_bytes=cfg.max_file_mb * 1024 * 1024,
-                           journal_interval=cfg.journal_interval,
-                           max_queued_rows=_MAX_QUEUED_ROWS, row_group_rows=_ROW_GROUP_ROWS,
-                           source=f"{cfg.name}-{role}-{os.getpid()}")
-    except SinkUnavailable as e:  # a full disk at start-up: the supervisor retries (75)
-        fail(f"{e}; the supervisor retries", TEMPFAIL_EXIT)
-    except SinkError as e:  # e.g. a read-only or unusable data directory: one line, exit 2
-        fail(str(e))
-    heartbeat = root / ".status" / f"{cfg.name}-{role}.collector.json"
-    collector = Collector(cfg, sink, adapter, duration=duration, heartbeat_path=heartbeat)
-    collector.install_signal_handlers()
-    if _early_stop.is_set():
-        collector.stop()
-    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
-    collector.run()
-    if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
-        fail(f"{cfg.path}: {collector.failure}")
-    log.info("stopped: %d frames, %d book checksums verified, %d resyncs",
-             collector.frames, collector.books.verified, collector.resyncs)
-    return 0
+        code = run_collector(cfg, role, data, duration, url, _early_stop)
+    except StartupError as e:
+        fail(str(e), e.code)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -179,9 +137,8 @@ def renormalize(
                                         "none."),
 ) -> None:
     """Parse the frames of the raw table again (after a parser fix) into a new directory."""
-    from recorder.capture.renormalize import renormalize as run_renormalize
+    from recorder.capture.renormalize import renormalize_to
     from recorder.core.config import parse_duration
-    from sinks.parquet_sink import ParquetSink
 
     try:
         checkpoint_s = 0 if book_checkpoint.strip() == "0" else parse_duration(book_checkpoint)
@@ -194,16 +151,10 @@ def renormalize(
         fail(f"no raw frames under {data}/raw: record with [output] raw = true first")
     if out.resolve() == data.resolve():
         fail("--out must be a different directory than --data")
-    sink = ParquetSink(out, "kraken", source=f"renormalize-{os.getpid()}")
-
     def progress(n: int) -> None:
         typer.echo(f"\r{n:,} frames", err=True, nl=False)
 
-    try:
-        counts = run_renormalize(data, sink.write, progress,
-                                 checkpoint_us=checkpoint_s * 1_000_000)
-    finally:
-        sink.close()
+    counts = renormalize_to(data, out, progress, checkpoint_us=checkpoint_s * 1_000_000)
     typer.echo("", err=True)
     for table, n in sorted(counts.items()):
         typer.echo(f"{table}: {n:,} rows")
@@ -221,34 +172,23 @@ def _register_optional_commands() -> None:
     app.command("export")(export)
     app.command("book")(book)
     app.command("report")(report)
-    app.command("simulate", help="Run a local Kraken-compatible exchange.")(simulate)
+    app.command("simulate", help="Run a local exchange (Kraken, or KuCoin with --exchange "
+                "kucoin).")(simulate)
     app.command("token", help="Fetch a WebSocket token with the configured key.")(token)
     app.command("pairs")(pairs)
     app.command("status", help="What each collector records: state, last message, rates, "
-                "gaps and checksum failures over the last hour.")(status)
+                "gaps and integrity failures (checksum or sequence) over the last hour.")(status)
+    from recorder.cli.ops import tail, watch
+
+    app.command("tail", help="Follow the rows of a table as they are journaled.")(tail)
+    app.command("watch", help="Connect with a config and print normalized rows live, "
+                "recording nothing.")(watch)
 
 
 _register_optional_commands()
 
 
-def run_app(typer_app: typer.Typer, prog_name: str | None = None) -> None:
-    """Run a typer app; a usage mistake (unknown option, bad value) is one line and exit 2."""
-    try:
-        from click.exceptions import Abort, UsageError
-    except ImportError:  # newer typer releases vendor click
-        from typer._click.exceptions import UsageError
-        from typer.exceptions import Abort
-
-    try:
-        code = typer_app(standalone_mode=False, prog_name=prog_name)
-    except UsageError as e:
-        where = e.ctx.command_path if e.ctx else (prog_name or "recorder")
-        typer.echo(f"error: {where}: {e.format_message()}", err=True)
-        sys.exit(2)
-    except Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
 def main() -> None:
+    from recorder.cli.app import run_app
+
     run_app(app, "recorder")

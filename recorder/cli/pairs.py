@@ -1,78 +1,75 @@
-"""``recorder pairs [CONFIG] [--update] [--rest-url URL] [--search TEXT]``: the pairs configs
-may name, and fetching Kraken's current list into the cache that config validation reads."""
+"""``recorder pairs [CONFIG] [--exchange NAME] [--update] [--rest-url URL] [--search TEXT]``:
+the pairs configs may name, and fetching an exchange's current list into the cache that
+config validation reads."""
 
 from __future__ import annotations
 
-import datetime as dt
 import tomllib
 from pathlib import Path
 
 import typer
 
+from recorder import exchanges
 from recorder.cli.usage import fail
-from recorder.core.config import DEFAULT_REST_URL
-from recorder.exchanges.kraken.pair_list import (
-    PairListError,
-    cache_path,
-    fetch_asset_pairs,
-    parse_asset_pairs,
-    read_pair_list,
-    save_pair_list,
-)
-from recorder.exchanges.kraken.pairs import PAIRS, Pair
+from recorder.exchanges.base import ExchangeError, ExchangeSpec
 
 
-def _rest_url_of(config: Path) -> str:
-    """The config's exchange.rest_url, read without validating the rest of the config (a
-    config naming a pair not yet listed is exactly what this command is for)."""
+def _exchange_of(config: Path | None, name: str | None) -> tuple[ExchangeSpec, str | None]:
+    """The exchange and the config's rest_url, read without validating the rest of the
+    config (a config naming a pair not yet listed is exactly what this command is for)."""
+    url = None
+    if config is not None:
+        try:
+            doc = tomllib.loads(config.read_text())
+        except OSError as e:
+            fail(f"{config}: {e.strerror or e}", 2)
+        except tomllib.TOMLDecodeError as e:
+            fail(f"{config}: not valid TOML: {e}", 2)
+        section = doc.get("exchange") or {}
+        name = name or section.get("name")
+        url = section.get("rest_url")
+        if url is not None and (not isinstance(url, str)
+                                or not url.startswith(("http://", "https://"))):
+            fail(f"{config}: exchange.rest_url: {url!r} is not an http(s) URL", 2)
     try:
-        doc = tomllib.loads(config.read_text())
-    except OSError as e:
-        fail(f"{config}: {e.strerror or e}", 2)
-    except tomllib.TOMLDecodeError as e:
-        fail(f"{config}: not valid TOML: {e}", 2)
-    url = (doc.get("exchange") or {}).get("rest_url", DEFAULT_REST_URL)
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        fail(f"{config}: exchange.rest_url: {url!r} is not an http(s) URL", 2)
-    return url
+        spec = exchanges.get(name or "kraken")
+    except KeyError as e:
+        fail(str(e.args[0]), 2)
+    return spec, url
 
 
 def pairs(
-    config: Path | None = typer.Argument(None, help="Config whose exchange.rest_url to fetch "
-                                         "from (default: Kraken)."),
-    update: bool = typer.Option(False, "--update", help="Fetch Kraken's AssetPairs and cache "
-                                "it; configs may then name every pair it lists."),
+    config: Path | None = typer.Argument(None, help="Config whose exchange and rest_url to "
+                                         "use (default: Kraken's)."),
+    exchange: str | None = typer.Option(None, "--exchange", help="kraken or kucoin (default: "
+                                        "the config's, else kraken)."),
+    update: bool = typer.Option(False, "--update", help="Fetch the exchange's pair list "
+                                "(Kraken AssetPairs, KuCoin /api/v2/symbols) and cache it; "
+                                "configs may then name every pair it lists."),
     rest_url: str | None = typer.Option(None, "--rest-url", help="REST endpoint, e.g. the "
-                                        "simulator's (default: the config's, else "
-                                        f"{DEFAULT_REST_URL})."),
+                                        "simulator's (default: the config's, else the "
+                                        "exchange's)."),
     search: str | None = typer.Option(None, "--search", help="Only pairs whose name contains "
                                       "this text (case-insensitive)."),
 ) -> None:
-    """List the pairs configs may name; --update fetches Kraken's current list."""
-    url = rest_url or (_rest_url_of(config) if config else DEFAULT_REST_URL)
+    """List the pairs configs may name; --update fetches the exchange's current list."""
+    spec, config_url = _exchange_of(config, exchange)
+    url = rest_url or config_url or spec.default_rest_url
+    if spec.list_symbols is None:
+        fail(f"{spec.name} has no pair list", 2)
     try:
         if update:
-            fetched = parse_asset_pairs(fetch_asset_pairs(url))
-            path = save_pair_list(fetched, url)
-            typer.echo(f"{len(fetched)} pairs from {url} cached in {path}", err=True)
-        found = read_pair_list()
-    except PairListError as e:
+            typer.echo(spec.update_symbols(url), err=True)
+        symbols, cache_line = spec.list_symbols()
+    except ExchangeError as e:
         fail(str(e), 1)
-    known: dict[str, tuple[Pair, str]] = {s: (p, "bundled") for s, p in PAIRS.items()}
-    if found:
-        cached, meta = found
-        when = dt.datetime.fromtimestamp(meta.get("fetched_at") or 0, dt.UTC)
-        typer.echo(f"cache: {cache_path()} ({len(cached)} pairs from {meta.get('source')}, "
-                   f"{when:%Y-%m-%d %H:%M}Z)", err=True)
-        for symbol, pair in cached.items():
-            known[symbol] = (pair, "bundled+cached" if symbol in PAIRS else "cached")
-    else:
-        typer.echo(f"cache: none yet ({len(PAIRS)} bundled pairs); `recorder pairs --update` "
-                   "fetches Kraken's list", err=True)
+    typer.echo(cache_line, err=True)
     needle = (search or "").lower()
-    typer.echo(f"{'symbol':<14} {'v1 name':<14} {'price dp':>8} {'qty dp':>6}  source")
-    for symbol in sorted(known):
-        pair, source = known[symbol]
-        if needle in symbol.lower() or needle in pair.wsname.lower():
-            typer.echo(f"{symbol:<14} {pair.wsname:<14} {pair.price_decimals:>8} "
-                       f"{pair.qty_decimals:>6}  {source}")
+    label = spec.wire_name_label
+    typer.echo(f"{'symbol':<14} {label:<14} {'price dp':>8} {'qty dp':>6}  source")
+    for info in symbols:
+        if needle in info.symbol.lower() or needle in info.wire_name.lower():
+            pdp = "" if info.price_decimals is None else info.price_decimals
+            qdp = "" if info.qty_decimals is None else info.qty_decimals
+            typer.echo(f"{info.symbol:<14} {info.wire_name:<14} {pdp:>8} {qdp:>6}  "
+                       f"{info.source}")

@@ -197,9 +197,10 @@ def export(
     unverified: str | None = typer.Option(None, "--unverified", help="Book rows/snapshots "
                                           "known wrong (verified = false): flag (book, "
                                           "quotes), skip (tardis-*), keep (incremental)."),
-    symbol_names: str = typer.Option("kraken", "--symbol-names", help="tardis-*: kraken "
-                                     "(as Tardis: XBT/USD before 2026-07-10, BTC/USD from "
-                                     "then) or canonical (BTC/USD throughout)."),
+    symbol_names: str = typer.Option("exchange", "--symbol-names", help="tardis-*: exchange "
+                                     "(Tardis's names: Kraken XBT/USD before 2026-07-10 and "
+                                     "BTC/USD from then, KuCoin BTC-USDT) or canonical "
+                                     "(BTC/USD throughout)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress "
                                          "bar on stderr (default: when it is a terminal)."),
 ) -> None:
@@ -228,8 +229,8 @@ def export(
     allowed = {"tardis-incremental-book": ("skip", "keep")}.get(kind, ("flag", "skip"))
     if unverified is not None and unverified not in allowed:
         fail(f"--unverified {unverified!r} for --kind {kind}; allowed: {', '.join(allowed)}")
-    if symbol_names not in ("kraken", "canonical"):
-        fail(f"--symbol-names {symbol_names!r}; allowed: kraken, canonical")
+    if symbol_names not in ("exchange", "kraken", "canonical"):
+        fail(f"--symbol-names {symbol_names!r}; allowed: exchange, canonical")
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     if t0 is not None and t1 is not None and t1 <= t0:
         fail("--to must be after --from")
@@ -300,7 +301,7 @@ def book(
         w.writerow(["level", "bid_price", "bid_qty", "ask_price", "ask_qty"])
         w.writerows(rows)
         return
-    flag = {True: "verified", False: "NOT VERIFIED (known wrong)", None: "no checksum"}
+    flag = {True: "verified", False: "NOT VERIFIED (known wrong)", None: "not checked"}
     typer.echo(f"{b.symbol} at {b.at.isoformat()}  last update {b.last_update.isoformat()}  "
                f"snapshot {b.snapshot_at.isoformat()}  {flag[b.verified]}")
     typer.echo(f"{'level':>5} {'bid_qty':>22} {'bid_price':>20} | {'ask_price':<20} "
@@ -329,7 +330,7 @@ def report(
     end: str | None = typer.Option(None, "--to", help="End (exclusive)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
 ) -> None:
-    """Rows, empty minutes, gaps and checksum failures per symbol and hour; --out: a chart.
+    """Rows, empty minutes, gaps and integrity failures per symbol and hour; --out: a chart.
 
     With --out x.html (self-contained) or x.png, a coverage chart over time."""
     from recorder.analysis.report import report as run_report

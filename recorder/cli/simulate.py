@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from recorder.simulator.kraken.config import ConfigError, SimConfig, parse_pairs, parse_speed
-from recorder.simulator.kraken.faults import DROP_MODES, Rule
-from recorder.simulator.kraken.tokens import DEMO_API_KEY, DEMO_API_SECRET
+from recorder.simulator.registry import (
+    DEMO_API_KEY,
+    DEMO_API_SECRET,
+    SIM_KEY_ENV,
+    SIM_PASSPHRASE_ENV,
+    SIM_SECRET_ENV,
+)
 
-# Where the key pair can come from without showing on a command line (SimulatorProcess uses
-# them: a process title is readable by every local user).
-SIM_KEY_ENV = "RECORDER_SIM_API_KEY"
-SIM_SECRET_ENV = "RECORDER_SIM_API_SECRET"
+__all__ = ["SIM_KEY_ENV", "SIM_PASSPHRASE_ENV", "SIM_SECRET_ENV", "main", "simulate"]
 
 
 def _fail(message: str) -> None:
@@ -97,107 +95,35 @@ def simulate(
     reject_subscribes: Annotated[int, typer.Option(
         help="Fault: answer the first N subscribe requests with 'Exceeded msg rate'."
     )] = 0,
+    exchange: Annotated[str, typer.Option(
+        help="kraken, or kucoin (see docs/simulator-kucoin.md for how the options apply)."
+    )] = "kraken",
+    api_passphrase: Annotated[str, typer.Option(
+        envvar=SIM_PASSPHRASE_ENV, show_envvar=True, help="KuCoin: the key's passphrase."
+    )] = "",
+    ping_interval: Annotated[int, typer.Option(help="KuCoin: bullet pingInterval, ms.")] = 18000,
+    ping_timeout: Annotated[int, typer.Option(help="KuCoin: bullet pingTimeout, ms.")] = 10000,
+    max_connection_age: Annotated[float, typer.Option(
+        help="KuCoin: cut each connection after this many seconds (KuCoin's 24 h); 0 = never."
+    )] = 86400.0,
+    slow_welcome: Annotated[float, typer.Option(
+        help="KuCoin fault: each connection's welcome comes this many seconds late."
+    )] = 0.0,
+    rest_error: Annotated[list[str] | None, typer.Option(
+        help="KuCoin fault: CODE[:N], the next N REST requests fail with CODE (e.g. 429000:3)."
+    )] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Run a local Kraken-compatible exchange (WebSocket v1/v2, REST) for tests and demos."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s simulator %(levelname)s %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("websockets").setLevel(logging.WARNING)
-    try:
-        cfg = _config(**locals())
-        capture = None
-        if cfg.replay is not None:
-            from recorder.simulator.kraken.replay import CaptureError, load_capture
+    """Run a local exchange (Kraken by default; --exchange kucoin) for tests and demos."""
+    from recorder.simulator import registry
 
-            try:
-                capture = load_capture(cfg.replay)
-            except CaptureError as exc:
-                raise ConfigError(str(exc)) from None
-    except ConfigError as exc:
-        _fail(str(exc))
-        return
-    from recorder.simulator.kraken.server import serve_forever
-
-    try:
-        asyncio.run(serve_forever(cfg, capture))
-    except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    except KeyboardInterrupt:
-        pass
-
-
-def _config(**o: object) -> SimConfig:
-    if not 0 <= int(o["port"]) <= 65534:
-        raise ConfigError(f"--port must be 0..65534, not {o['port']}")
-    for name in ("rate", "token_ttl", "stall_seconds", "maintenance_seconds"):
-        if not float(o[name]) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-    if not 0 <= float(o["fill_rate"]) <= 1:
-        raise ConfigError("--fill-rate must be between 0 and 1")
-    if o["drop_mode"] not in DROP_MODES:
-        raise ConfigError(f"--drop-mode must be one of {', '.join(DROP_MODES)}")
-    for name in ("drop_after_messages", "malformed_after_messages",
-                 "corrupt_book_after_messages", "reject_subscribes"):
-        if o[name] is not None and int(o[name]) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
-    import base64
-    import binascii
-
-    secret, where = str(o["api_secret"]), f"--api-secret (or {SIM_SECRET_ENV})"
-    if o["api_secret_file"] is not None:
-        from recorder.core.secrets import CredentialError, read_private_text
-
-        where = f"--api-secret-file {o['api_secret_file']}"
-        try:
-            secret = read_private_text(Path(str(o["api_secret_file"]))).strip()
-        except CredentialError as exc:
-            raise ConfigError(f"--api-secret-file: {exc}") from None
-    try:
-        if not base64.b64decode(secret, validate=True):
-            raise ValueError
-    except (binascii.Error, ValueError):
-        raise ConfigError(f"the API secret from {where} must be non-empty base64") from None
-    corrupt_symbol = parse_pairs(str(o["corrupt_symbol"]), "--corrupt-symbol")[0]
-    rules: list[Rule] = []
-    if o["drop_after_messages"] is not None or o["drop_after_seconds"] is not None:
-        rules.append(Rule("drop", mode=str(o["drop_mode"]),
-                          after_messages=o["drop_after_messages"],
-                          after_seconds=None if o["drop_after_messages"] is not None
-                          else o["drop_after_seconds"]))
-        if o["drop_after_messages"] is not None and o["drop_after_seconds"] is not None:
-            rules.append(Rule("drop", mode=str(o["drop_mode"]),
-                              after_seconds=o["drop_after_seconds"]))
-    if o["stall_after_seconds"] is not None:
-        rules.append(Rule("stall", after_seconds=o["stall_after_seconds"],
-                          seconds=float(o["stall_seconds"])))
-    if o["malformed_after_messages"] is not None:
-        rules.append(Rule("malformed", after_messages=o["malformed_after_messages"]))
-    if o["corrupt_book_after_messages"] is not None:
-        rules.append(Rule("corrupt_book", after_messages=o["corrupt_book_after_messages"],
-                          symbol=corrupt_symbol))
-    replay = o["replay"]
-    if replay is not None:
-        path = Path(str(replay))
-        if not path.exists():
-            raise ConfigError(f"replay file not found: {path}")
-    return SimConfig(
-        host=str(o["host"]), port=int(o["port"]), replay=replay, speed=parse_speed(str(o["speed"])),
-        seed=o["seed"], pairs=parse_pairs(str(o["pairs"])), rate=float(o["rate"]),
-        api_key=str(o["api_key"]), api_secret=secret,
-        token_ttl=float(o["token_ttl"]), fill_rate=float(o["fill_rate"]),
-        trade_snapshot_v1=bool(o["trade_snapshot_v1"]), rules=rules,
-        reject_subscribes=int(o["reject_subscribes"]),
-        maintenance_after=o["maintenance_after_seconds"],
-        maintenance_seconds=float(o["maintenance_seconds"]),
-        invalidate_tokens_after=o["invalidate_tokens_after_seconds"],
-    )
+    if exchange not in registry.names():
+        _fail(f"--exchange must be {' or '.join(registry.names())}, not {exchange!r}")
+    raise typer.Exit(registry.run(exchange, locals(), simulate))
 
 
 def main() -> None:
-    from recorder.cli.main import run_app
+    from recorder.cli.app import run_app
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(simulate)

@@ -18,29 +18,30 @@ from recorder.cli.usage import fail
 from recorder.core.secrets import write_private
 
 EXIT_FIX_INPUT = 2  # config or credentials wrong: retrying will not help
-EXIT_TRY_LATER = 1  # network, rate limit, Kraken trouble
-
-
+EXIT_TRY_LATER = 1  # network, rate limit, the exchange's trouble
 
 
 def token(
-    config: Path | None = typer.Argument(None, help="Config file (TOML) whose [credentials] "
-                                         "and rest_url to use. Without it: the environment "
-                                         "variables KRAKEN_API_KEY and KRAKEN_API_SECRET."),
+    config: Path | None = typer.Argument(None, help="Config file (TOML) whose exchange, "
+                                         "[credentials] and rest_url to use. Without it: "
+                                         "Kraken, with the environment variables "
+                                         "KRAKEN_API_KEY and KRAKEN_API_SECRET."),
     write: Path | None = typer.Option(None, "--write", help="Write the token to this file "
                                       "(mode 0600) instead of printing it, e.g. WS_Token for "
                                       "Kraken's sample client."),
     rest_url: str | None = typer.Option(None, "--rest-url", help="REST endpoint (default: the "
-                                        "config's, else https://api.kraken.com); e.g. the "
+                                        "config's, else the exchange's); e.g. the "
                                         "simulator's."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="HTTP timeout, seconds."),
     retries: int = typer.Option(3, "--retries", min=0, help="Retries on rate limits and "
                                 "network errors."),
 ) -> None:
-    """Fetch a Kraken WebSocket token (GetWebSocketsToken) with the configured API key."""
+    """Fetch a WebSocket token with the configured API key (Kraken GetWebSocketsToken,
+    KuCoin bullet-private)."""
+    from recorder import exchanges
     from recorder.core import secrets
-    from recorder.core.config import DEFAULT_REST_URL, ConfigError, load_config
-    from recorder.exchanges.kraken.token import TokenError, TokenHelper
+    from recorder.core.config import ConfigError, load_config
+    from recorder.exchanges.base import ExchangeError
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -48,21 +49,21 @@ def token(
     try:
         if config is not None:
             cfg = load_config(config, check_env=False)
-            creds = secrets.load(cfg)
+            spec = cfg.spec
             url = rest_url or cfg.rest_url
         else:
-            creds = secrets.from_env()
-            url = rest_url or DEFAULT_REST_URL
+            cfg, spec = None, exchanges.get("kraken")
+            url = rest_url or spec.default_rest_url
         if not url.startswith(("http://", "https://")):
             fail(f"--rest-url {url!r} is not an http:// or https:// URL", EXIT_FIX_INPUT)
-        helper = TokenHelper(url, credentials=creds, timeout=timeout, retries=retries)
-        value = helper.fresh()
-        ttl = helper.expires_in()
+        if spec.fetch_token is None:
+            fail(f"{spec.name} has no private WebSocket token", EXIT_FIX_INPUT)
+        value, ttl = spec.fetch_token(cfg, url, timeout, retries)
     except typer.Exit:
         raise
     except (ConfigError, secrets.CredentialError) as e:
         fail(str(e), EXIT_FIX_INPUT)
-    except TokenError as e:
+    except ExchangeError as e:
         fail(str(e), EXIT_TRY_LATER)
     except Exception as e:  # noqa: BLE001 - one line, never a traceback with locals
         fail(f"{type(e).__name__}: {e}", EXIT_TRY_LATER)

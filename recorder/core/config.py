@@ -13,24 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recorder.exchanges.kraken.common import BOOK_DEPTHS, CHANNELS, OHLC_INTERVALS, PRIVATE_CHANNELS
-from recorder.exchanges.kraken.pair_list import lookup_pair, unknown_pair_hint
+from recorder import exchanges
+from recorder.exchanges.base import ExchangeSpec
 
-DEFAULT_URLS = {
-    "v1": ("wss://ws.kraken.com", "wss://ws-auth.kraken.com"),
-    "v2": ("wss://ws.kraken.com/v2", "wss://ws-auth.kraken.com/v2"),
-}
+# Kraken's, for commands that have no config to say otherwise.
 DEFAULT_REST_URL = "https://api.kraken.com"
 
 _SECTIONS = {
     "exchange": {"name", "api", "url", "auth_url", "rest_url"},
     "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval", "book_checkpoint"},
-    "credentials": {"api_key_env", "api_secret_env", "secrets_file"},
+    "credentials": {"api_key_env", "api_secret_env", "api_passphrase_env", "key_version",
+                    "secrets_file"},
     "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
-                   "resync_timeout", "resync_attempts"},
+                   "resync_timeout", "resync_attempts", "max_connection_age"},
     "subscribe": {"channel", "symbols", "depth", "interval"},
 }
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_DURATION_PART = re.compile(r"(\d+)\s*(s|m|h|d)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -78,14 +76,24 @@ class Config:
     # Seconds between book checkpoints (the book_checkpoints table); 0 = none.
     book_checkpoint_seconds: int = 60
     subscriptions: tuple[SubscriptionConfig, ...] = field(default_factory=tuple)
+    # Seconds after which a connection is replaced, make-before-break; 0 = never.
+    max_connection_age: float = 0.0
+    api_passphrase_env: str | None = None
+    key_version: int | None = None
+
+    @property
+    def spec(self) -> ExchangeSpec:
+        return exchanges.get(self.exchange)
 
     @property
     def public_subscriptions(self) -> tuple[SubscriptionConfig, ...]:
-        return tuple(s for s in self.subscriptions if s.channel not in PRIVATE_CHANNELS)
+        private = self.spec.private_channels
+        return tuple(s for s in self.subscriptions if s.channel not in private)
 
     @property
     def private_subscriptions(self) -> tuple[SubscriptionConfig, ...]:
-        return tuple(s for s in self.subscriptions if s.channel in PRIVATE_CHANNELS)
+        private = self.spec.private_channels
+        return tuple(s for s in self.subscriptions if s.channel in private)
 
     @property
     def name(self) -> str:
@@ -93,11 +101,15 @@ class Config:
 
 
 def parse_duration(text: str) -> int:
-    """'1h' -> 3600; also '30s', '15m', '1d'."""
-    m = _DURATION.match(text.strip())
-    if not m or int(m.group(1)) == 0:
+    """'1h' -> 3600; also '30s', '15m', '1d', and combinations such as '23h30m'."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
         raise ValueError(text)
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds == 0:
+        raise ValueError(text)
+    return seconds
 
 
 def load_config(path: str | Path, *, check_env: bool = True) -> Config:
@@ -124,14 +136,19 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
     creds = v.table(data, "credentials")
     conn = v.table(data, "connection")
 
-    name = v.choice(exchange, "exchange.name", ("kraken",), default=None)
+    known = exchanges.names()
+    name = v.choice(exchange, "exchange.name", known, default=None)
     if name is None:
-        v.fail("exchange.name", "missing; allowed: kraken")
-    api = v.choice(exchange, "exchange.api", ("v1", "v2"), default="v2")
-    public_url, private_url = DEFAULT_URLS[api]
-    url = v.url(exchange, "exchange.url", public_url)
-    auth_url = v.url(exchange, "exchange.auth_url", private_url)
-    rest_url = v.url(exchange, "exchange.rest_url", DEFAULT_REST_URL, schemes=("http", "https"))
+        v.fail("exchange.name", "missing; allowed: " + ", ".join(known))
+    spec = exchanges.get(name)
+    v.spec = spec
+    api = v.choice(exchange, "exchange.api", spec.apis, default=spec.default_api or spec.apis[0])
+    public_url, private_url = spec.default_urls[api]
+    url = v.url(exchange, "exchange.url", public_url, optional=not public_url)
+    auth_url = v.url(exchange, "exchange.auth_url", private_url, optional=not private_url)
+    rest_url = v.url(exchange, "exchange.rest_url", spec.default_rest_url,
+                     schemes=("http", "https"))
+    v.rest_url = rest_url
 
     out_path = Path(v.string(output, "output.path", "data"))
     rotate = v.duration(output, "output.rotate", "1h", example='"1h" or "15m"')
@@ -148,23 +165,39 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
     if not isinstance(subs_raw, list) or not all(isinstance(s, dict) for s in subs_raw):
         v.fail("subscribe", "must be an array of tables ([[subscribe]])")
     subs = tuple(v.subscription(i, s) for i, s in enumerate(subs_raw))
-    _check_combinations(v, api, subs)
+    for i, key, message in spec.check_subscriptions(api, subs):
+        v.fail(f"subscribe[{i}].{key}", message)
 
-    has_private = any(s.channel in PRIVATE_CHANNELS for s in subs)
+    has_private = any(s.channel in spec.private_channels for s in subs)
+    for k in creds:
+        if k != "secrets_file" and k not in spec.credential_keys:
+            v.fail(f"credentials.{k}", f"{spec.name} does not use it; allowed: "
+                   + ", ".join(sorted((*spec.credential_keys, "secrets_file"))))
     key_env = v.string(creds, "credentials.api_key_env", None)
     secret_env = v.string(creds, "credentials.api_secret_env", None)
+    passphrase_env = v.string(creds, "credentials.api_passphrase_env", None)
+    key_version = None
+    if "key_version" in spec.credential_keys:
+        key_version = int(v.choice(creds, "credentials.key_version", (1, 2, 3), default=2))
     secrets_file = v.string(creds, "credentials.secrets_file", None)
+    envs = {"api_key_env": key_env, "api_secret_env": secret_env,
+            "api_passphrase_env": passphrase_env}
+    required = [k for k in spec.required_credentials if k in envs]
     if has_private:
-        if not secrets_file and not (key_env and secret_env):
-            v.fail("credentials", "the private channel \"fills\" needs credentials: set "
-                   "api_key_env and api_secret_env (names of environment variables) or "
+        if not secrets_file and not all(envs[k] for k in required):
+            v.fail("credentials", f"the private channel \"fills\" needs credentials: set "
+                   f"{' and '.join(required)} (names of environment variables) or "
                    "secrets_file in a [credentials] section")
         if check_env and not secrets_file:
-            for key, env in (("credentials.api_key_env", key_env),
-                             ("credentials.api_secret_env", secret_env)):
-                if not os.environ.get(env or ""):
-                    v.fail(key, f"environment variable {env} is not set (it must hold the "
-                           "Kraken API key/secret for the private channel)")
+            for k in required:
+                if not os.environ.get(envs[k] or ""):
+                    v.fail(f"credentials.{k}", f"environment variable {envs[k]} is not set "
+                           f"(it must hold the {spec.display_name} API "
+                           f"{k.removeprefix('api_').removesuffix('_env')} for the private "
+                           "channel)")
+    max_age = v.duration(conn, "connection.max_connection_age",
+                         _age_text(spec.default_max_connection_age),
+                         example='"23h30m" or "3s"', off="never")
 
     return Config(
         path=path, exchange=name, api=api, url=url, auth_url=auth_url, rest_url=rest_url,
@@ -180,35 +213,21 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
                                      minimum=1)),
         book_checkpoint_seconds=checkpoint,
         subscriptions=subs,
+        max_connection_age=float(max_age),
+        api_passphrase_env=passphrase_env,
+        key_version=key_version,
     )
 
 
-def _check_combinations(v: _Checker, api: str, subs: tuple[SubscriptionConfig, ...]) -> None:
-    # Kraken allows one depth per book symbol per connection ("Already subscribed"), and on
-    # v2 a single ticker stream per symbol, which is either bbo (spread) or trades (ticker).
-    seen: dict[tuple[str, str], int] = {}
-    for i, s in enumerate(subs):
-        for sym in s.symbols:
-            kind = s.channel
-            if kind == "ohlc":
-                kind = f"ohlc-{s.interval}"
-            if api == "v2" and kind in ("spread", "ticker"):
-                kind = "ticker-stream"
-            if (kind, sym) in seen:
-                j = seen[(kind, sym)]
-                what = {"book": "a second book depth", "ticker-stream":
-                        "both spread and ticker (one v2 ticker stream per symbol)"}.get(
-                            s.channel if kind != "ticker-stream" else kind,
-                            "the same channel twice")
-                v.fail(f"subscribe[{i}].symbols",
-                       f"{sym} is already subscribed by subscribe[{j}]: Kraken refuses {what} "
-                       "on one connection; put it in a second config file")
-            seen[(kind, sym)] = i
+def _age_text(seconds: float) -> str:
+    return f"{int(seconds)}s" if seconds else "0"
 
 
 class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.spec: ExchangeSpec | None = None
+        self.rest_url: str | None = None
 
     def fail(self, key: str, message: str) -> None:
         raise ConfigError(self.path, key, message)
@@ -281,14 +300,19 @@ class _Checker:
         return value
 
     def url(self, table: dict, key: str, default: str,
-            schemes: tuple[str, ...] = ("ws", "wss")) -> str:
-        value = self.string(table, key, default)
+            schemes: tuple[str, ...] = ("ws", "wss"), optional: bool = False) -> str:
+        value = self.string(table, key, default or None)
+        if value is None and optional:
+            return ""
         if not any(value.startswith(s + "://") for s in schemes):
             self.fail(key, f"{value!r} is not a URL; it must start with "
                       + " or ".join(s + "://" for s in schemes))
         return value
 
     def subscription(self, i: int, s: dict) -> SubscriptionConfig:
+        spec = self.spec
+        ex = spec.display_name
+        channels = spec.channels
         prefix = f"subscribe[{i}]"
         for k in s:
             if k not in _SECTIONS["subscribe"]:
@@ -296,46 +320,50 @@ class _Checker:
                           + ", ".join(sorted(_SECTIONS["subscribe"])))
         channel = s.get("channel")
         if channel is None:
-            self.fail(f"{prefix}.channel", "missing; allowed: " + ", ".join(CHANNELS))
-        if channel not in CHANNELS:
+            self.fail(f"{prefix}.channel", "missing; allowed: " + ", ".join(channels))
+        if channel not in channels:
             self.fail(f"{prefix}.channel", f"{channel!r} is not a channel; allowed: "
-                      + ", ".join(CHANNELS))
+                      + ", ".join(channels))
         symbols: tuple[str, ...] = ()
-        if channel not in PRIVATE_CHANNELS:
+        if channel not in spec.private_channels:
             raw = s.get("symbols")
             if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
                 self.fail(f"{prefix}.symbols", "must be a non-empty list of pair names, "
                           "e.g. [\"BTC/USD\", \"ETH/USD\"]")
             out = []
             for name in raw:
-                pair = lookup_pair(name)
-                if pair is None:
-                    self.fail(f"{prefix}.symbols", f"{name!r} is not a pair Kraken lists: "
-                              f"{unknown_pair_hint()}; use BASE/QUOTE such as BTC/USD, "
-                              "ETH/EUR or XBT/USD")
-                if pair.symbol in out:
+                symbol = spec.lookup_symbol(name, self.rest_url)
+                if symbol is None:
+                    self.fail(f"{prefix}.symbols", f"{name!r} is not a pair {ex} lists: "
+                              f"{spec.unknown_symbol_hint()}")
+                if symbol in out:
                     self.fail(f"{prefix}.symbols", f"{name!r} is listed twice")
-                out.append(pair.symbol)
+                out.append(symbol)
             symbols = tuple(out)
         elif "symbols" in s:
             self.fail(f"{prefix}.symbols", "fills covers the whole account; remove symbols")
         depth = s.get("depth")
+        depths = spec.book_depths
         if channel == "book":
             if depth is None:
-                depth = 10
-            if not isinstance(depth, int) or isinstance(depth, bool) or depth not in BOOK_DEPTHS:
-                self.fail(f"{prefix}.depth", f"{depth!r} is not a book depth Kraken supports; "
-                          "allowed: " + ", ".join(map(str, BOOK_DEPTHS)))
+                depth = spec.default_book_depth
+            if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)
+                                      or depth not in depths):
+                full = ("; leave depth out for the full book synced by sequence"
+                        if spec.default_book_depth is None else "")
+                self.fail(f"{prefix}.depth", f"{depth!r} is not a book depth {ex} supports; "
+                          "allowed: " + ", ".join(map(str, depths)) + full)
         elif depth is not None:
             self.fail(f"{prefix}.depth", "only the book channel takes a depth")
         interval = s.get("interval")
+        intervals = spec.ohlc_intervals
         if channel == "ohlc":
             if interval is None:
-                interval = 1
+                interval = intervals[0]
             if (not isinstance(interval, int) or isinstance(interval, bool)
-                    or interval not in OHLC_INTERVALS):
-                self.fail(f"{prefix}.interval", f"{interval!r} is not an ohlc interval Kraken "
-                          "supports (minutes); allowed: " + ", ".join(map(str, OHLC_INTERVALS)))
+                    or interval not in intervals):
+                self.fail(f"{prefix}.interval", f"{interval!r} is not an ohlc interval {ex} "
+                          "supports (minutes); allowed: " + ", ".join(map(str, intervals)))
         elif interval is not None:
             self.fail(f"{prefix}.interval", "only the ohlc channel takes an interval")
         return SubscriptionConfig(channel, symbols, depth, interval)

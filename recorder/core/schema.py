@@ -1,16 +1,18 @@
 """The recorded tables: column names, their Arrow types, and the form adapters hand them in.
 
 Adapters emit rows as tuples in the column order below, carrying values close to the wire:
-decimal numbers as their exact text, timestamps as the exchange's text or as integer
-microseconds. The sink converts whole columns in Arrow, which is exact and cheap; converting
-per value in Python is neither (see docs/architecture.md).
+decimal numbers as their exact text, timestamps as integer microseconds or ISO-8601 text.
+The sink converts whole columns in Arrow, which is exact and cheap; converting per value in
+Python is neither (see docs/architecture.md).
 
 Input kinds:
 - ``str``: text, dictionary-encoded on disk (low cardinality: exchange, symbol, side...).
 - ``text``: free text (frames, details, ids), not dictionary-encoded.
 - ``price`` / ``qty`` / ``wide``: exact decimal text -> decimal128 (see the DECIMAL_* types).
-- ``ts_text``: exchange time as text, either epoch seconds ("1618678142.557535", v1) or
-  ISO-8601 ("2026-07-07T23:00:03.947173Z", v2), or None -> timestamp[us, UTC].
+- ``ts_text``: exchange time as integer microseconds, ISO-8601 text
+  ("2026-07-07T23:00:03.947173Z"), or None -> timestamp[us, UTC]; nanosecond digits are
+  truncated. (Decimal epoch-seconds text, "1618678142.557535", is still read, for rows
+  journaled by earlier versions; adapters convert exchange-specific forms themselves.)
 - ``ts_us``: integer microseconds since the epoch -> timestamp[us, UTC].
 - ``int64`` / ``int32`` / ``uint32`` / ``bool``: Python ints / bools, or None.
 """
@@ -25,15 +27,25 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # Bumped whenever a column is added or changes meaning; written into every Parquet file.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # events.kind values that open a gap in the data: a connection that ended (a stale one ends
 # with "stale" then "disconnected", so only the latter counts) and a collector that died
 # and was restarted by the supervisor (it could write no "disconnected" of its own).
 GAP_EVENT_KINDS = ("disconnected", "collector_restarted")
 
+# events.kind values that say a book was found wrong (by the exchange's integrity rule):
+# Kraken's checksum mismatch and KuCoin's sequence gap. Each is followed by a resync.
+INTEGRITY_EVENT_KINDS = ("checksum_mismatch", "sequence_gap")
+
+# Final types (a table catalog cannot change a column's type or a decimal's scale later).
 # Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
-# digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals.
+# digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals. KuCoin fits
+# too: its increments are at most 10 decimals in every listing we have (its wire text may pad
+# to 20 decimals, "0.08200000000000000000", which casts exactly: only zeros go). A wider
+# scale would cost ``sum(price * qty)`` its headroom: it is DECIMAL(38,20) in DuckDB, exact
+# up to 10^18 of quote currency. A value that does not fit is never rounded: the sink nulls
+# it and records a ``value_unconvertible`` event.
 _DECIMALS = {"price": (18, 10), "qty": (22, 10), "wide": (28, 10)}
 _CONSTANTS = {"DECIMAL_PRICE": "price", "DECIMAL_QTY": "qty", "DECIMAL_WIDE": "wide",
               "TIMESTAMP": "ts_us"}
@@ -81,7 +93,7 @@ def _cols(spec: str) -> tuple[Column, ...]:
 TABLES: dict[str, tuple[Column, ...]] = {
     "trades": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us price:price qty:qty "
-        "side:str trade_id:int64 ord_type:str misc:str"
+        "side:str trade_id:text ord_type:str misc:str sequence:int64"
     ),
     # One exchange message = one update_id; checksum is the exchange's value for that update
     # (null on v1 snapshots). depth is the subscribed depth. verified: the book after this
@@ -90,7 +102,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "book": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us side:str price:price qty:qty "
         "is_snapshot:bool update_id:int64 checksum:uint32 republish:bool depth:int32 "
-        "verified:bool"
+        "sequence:int64 verified:bool"
     ),
     # The whole kept book of one symbol (every level up to the subscribed depth, both
     # sides), written by the collector every [output] book_checkpoint while the book
@@ -132,6 +144,20 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     "raw": _cols("exchange:str ts_recv:ts_us conn_id:int64 endpoint:str frame:text"),
 }
+
+
+def make_row(table: str, **values: object) -> tuple:
+    """A row of ``table`` built by column name (columns not named are None)."""
+    names = _names(table)
+    unknown = set(values) - set(names)
+    if unknown:
+        raise KeyError(f"{table} has no column {', '.join(sorted(unknown))}")
+    return tuple(values.get(n) for n in names)
+
+
+@cache
+def _names(table: str) -> tuple[str, ...]:
+    return tuple(c.name for c in TABLES[table])
 
 
 def column_index(table: str, name: str) -> int:

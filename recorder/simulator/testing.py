@@ -18,10 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from recorder.cli.simulate import SIM_KEY_ENV, SIM_SECRET_ENV
-from recorder.simulator.kraken.tokens import DEMO_API_KEY, DEMO_API_SECRET
+from recorder.simulator.registry import (
+    DEMO_API_KEY,
+    DEMO_API_SECRET,
+    SIM_KEY_ENV,
+    SIM_PASSPHRASE_ENV,
+    SIM_SECRET_ENV,
+)
 
-__all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "SimControl", "SimulatorError", "SimulatorProcess"]
+__all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "KucoinControl", "SimControl", "SimulatorError",
+           "SimulatorProcess"]
 
 
 class SimulatorError(RuntimeError):
@@ -95,6 +101,59 @@ class SimControl:
         return self.fault(kind="clear")
 
 
+class KucoinControl(SimControl):
+    """The /_sim/ control API of ``recorder simulate --exchange kucoin``.
+
+    Per-connection faults take ``after_messages=N`` or ``after_seconds=S`` (default: now),
+    ``private=True/False`` (only connections made with a private / public token) and
+    ``persistent=True`` (later connections too). See docs/simulator-kucoin.md.
+    """
+
+    def drop(self, mode: str = "abort", code: int | None = None,  # type: ignore[override]
+             **when: Any) -> dict:
+        """abort (TCP reset), close (close frame ``code``), eof (FIN without a close frame)."""
+        return self.fault(kind="drop", mode=mode, code=code, **when)
+
+    def stall(self, seconds: float, **when: Any) -> dict:  # type: ignore[override]
+        """Send nothing (pongs included) for ``seconds``; what was held follows."""
+        return self.fault(kind="stall", seconds=seconds, **when)
+
+    def malformed(self, **when: Any) -> dict:  # type: ignore[override]
+        return self.fault(kind="malformed", **when)
+
+    def skip_level2(self, symbol: str, **when: Any) -> dict:
+        """Leave out the next level2 message of ``symbol``: a sequence gap."""
+        return self.fault(kind="skip_level2", symbol=symbol, **when)
+
+    def limit_error(self, **when: Any) -> dict:
+        """509 "exceed max permits per second", then close 1000 "Bye"."""
+        return self.fault(kind="limit_error", **when)
+
+    def slow_welcome(self, seconds: float, count: int = 1) -> dict:
+        """The next ``count`` connections (-1: all) get their welcome ``seconds`` late."""
+        return self.fault(kind="slow_welcome", seconds=seconds, count=count)
+
+    def rest_error(self, code: str = "429000", count: int = 1, path: str | None = None) -> dict:
+        """The next ``count`` REST requests (to ``path`` only, if given) fail with ``code``."""
+        return self.fault(kind="rest_error", code=code, count=count, path=path)
+
+    def max_connection_age(self, seconds: float) -> dict:
+        """KuCoin's daily cut after ``seconds`` (open connections too); 0 = never."""
+        return self.fault(kind="max_connection_age", seconds=seconds)
+
+    def invalidate_tokens(self) -> dict:  # type: ignore[override]
+        """Every token not used yet is refused from now on."""
+        return self.fault(kind="invalidate_tokens")
+
+    def key(self, **settings: Any) -> dict:
+        """ip_whitelist=[...] (400006), access_denied=True (400007), version=1|2|3."""
+        return self.fault(kind="key", **settings)
+
+    def limits(self, **limits: int) -> dict:
+        """uplink=N (client messages per 10 s), per_request=N, per_session=N (topics)."""
+        return self.fault(kind="limits", **limits)
+
+
 class SimulatorProcess:
     """Start ``python -m recorder.simulator --port 0 ARGS`` and stop it on exit.
 
@@ -107,9 +166,14 @@ class SimulatorProcess:
     def __init__(self, args: Sequence[str] = (), start_timeout: float = 20.0,
                  stop_timeout: float = 5.0, stderr: IO | None = None,
                  capture_stderr: bool = False, env: dict[str, str] | None = None,
-                 api_key: str | None = None, api_secret: str | None = None) -> None:
-        self.args = [str(a) for a in args]
-        self._credentials = {SIM_KEY_ENV: api_key, SIM_SECRET_ENV: api_secret}
+                 api_key: str | None = None, api_secret: str | None = None,
+                 exchange: str | None = None, api_passphrase: str | None = None) -> None:
+        # exchange="kucoin": ``recorder simulate --exchange kucoin`` (urls: rest, ws), whose
+        # ``control`` is a KucoinControl.
+        self.exchange = exchange
+        self.args = ([] if exchange is None else ["--exchange", exchange]) + [str(a) for a in args]
+        self._credentials = {SIM_KEY_ENV: api_key, SIM_SECRET_ENV: api_secret,
+                             SIM_PASSPHRASE_ENV: api_passphrase}
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._stderr = stderr
@@ -145,7 +209,8 @@ class SimulatorProcess:
                 f"simulator did not start (exit code {code}): {''.join(self.stderr_lines)[-2000:]}"
             )
         self.urls = json.loads(line[0])
-        self.control = SimControl(self.urls["rest"])
+        control = KucoinControl if self.exchange == "kucoin" else SimControl
+        self.control = control(self.urls["rest"])
         return self
 
     def _drain_stderr(self) -> None:

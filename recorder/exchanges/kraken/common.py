@@ -1,15 +1,16 @@
-"""What the Kraken v1 and v2 adapters share: what they support, the row buffer and the
-control signals they hand back to the collector."""
+"""What the Kraken v1 and v2 adapters share: what they support and the names they use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 
-import msgspec
-
-from recorder.core.schema import TABLES
+from recorder.core.events import detail, event, new_rows
+from recorder.exchanges.base import Control, Subscription
 from recorder.exchanges.kraken.pairs import canonical_symbol
+
+__all__ = ["BOOK_DEPTHS", "CHANNELS", "Control", "EXCHANGE", "OHLC_INTERVALS",
+           "PRIVATE_CHANNELS", "PUBLIC_CHANNELS", "Subscription", "canonical", "detail",
+           "epoch_us", "event", "new_rows"]
 
 EXCHANGE = "kraken"
 
@@ -20,44 +21,18 @@ PUBLIC_CHANNELS = ("trade", "book", "spread", "ohlc", "ticker")
 PRIVATE_CHANNELS = ("fills",)
 CHANNELS = PUBLIC_CHANNELS + PRIVATE_CHANNELS
 
-_encode = msgspec.json.encode
 
-
-def detail(**fields: object) -> str:
-    """Event detail as compact JSON text."""
-    return _encode({k: v for k, v in fields.items() if v is not None}).decode()
+def epoch_us(text: str | None) -> int | None:
+    """Kraken v1 time text, decimal epoch seconds ("1618678142.557535"), as integer
+    microseconds, exactly (digits beyond the microsecond are dropped, as for ISO text)."""
+    if text is None:
+        return None
+    if len(text) > 7 and text[-7] == ".":  # nearly always: six decimals
+        return int(text[:-7] + text[-6:])
+    seconds, _, frac = text.partition(".")
+    return int(seconds) * 1_000_000 + int((frac + "000000")[:6])
 
 
 @lru_cache(maxsize=4096)
 def canonical(name: str) -> str:
     return canonical_symbol(name)
-
-
-def new_rows() -> dict[str, list[tuple]]:
-    """An empty row buffer with one list per table."""
-    return {name: [] for name in TABLES}
-
-
-@dataclass(slots=True)
-class Control:
-    """What the collector must know about a non-data frame.
-
-    kind: ``heartbeat``, ``pong``, ``status`` (value = system status), ``subscribed``,
-    ``unsubscribed``, ``subscribe_error`` (value = Kraken's error text), ``error``.
-    """
-
-    kind: str
-    value: str | None = None
-    channel: str | None = None
-    symbol: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """One configured subscription, as the collector hands it to an adapter."""
-
-    channel: str  # trade | book | spread | ohlc | ticker | fills
-    symbols: tuple[str, ...]  # canonical names
-    depth: int | None = None
-    interval: int | None = None

@@ -1,7 +1,7 @@
 """The private connection: own fills and order lifecycle, on a fresh token every time.
 
-``make_private_adapter`` builds the collector's Adapter for a config's ``fills`` channel:
-it checks the credentials once at start-up (so a wrong key fails the process at once), and
+``private_feed.make_private_adapter`` builds the collector's Feed for a config's ``fills``
+channel: it checks the credentials once at start-up (so a wrong key fails the process at once), and
 before every (re)connect fetches a fresh token and subscribes again with a snapshot. Kraken
 re-sends up to 50 past fills in that snapshot; ``PrivateState`` remembers what is already
 recorded (seeded from the data directory) so each fill lands in ``fills`` exactly once.
@@ -13,23 +13,20 @@ The parsers themselves live in ``private_v1`` (ownTrades, openOrders) and ``priv
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recorder.core.schema import TABLES
 from recorder.core.secrets import CredentialError
-from recorder.exchanges.kraken.common import EXCHANGE, Control, detail
+from recorder.exchanges.kraken.common import EXCHANGE, Control, detail, event
 
 if TYPE_CHECKING:
-    from recorder.capture.collector import Adapter
-    from recorder.exchanges.kraken.token import TokenHelper
+    pass
 
-__all__ = ["CredentialError", "PrivateState", "check_credentials", "fill_row",
-           "make_private_adapter", "order_row", "recorded_fill_keys"]
+__all__ = ["CredentialError", "PrivateState", "fill_row",
+           "order_row", "recorded_fill_keys"]
 
 log = logging.getLogger("recorder.private")
 
@@ -140,10 +137,9 @@ class PrivateState:
         if seq == expected or (seq == 1 and last is not None):
             return None  # in order, or a new subscription on this connection
         kind = "sequence_gap" if seq > expected else "sequence_disorder"
-        out["events"].append((EXCHANGE, ts_recv, kind, None, channel,
-                              detail(expected=expected, got=seq,
-                                     missed=seq - expected if seq > expected else None),
-                              None))
+        out["events"].append(event(EXCHANGE, ts_recv, kind, channel=channel,
+                                   detail=detail(expected=expected, got=seq, missed=(
+                                       seq - expected if seq > expected else None))))
         log.warning("%s on %s: expected %d, got %d", kind, channel, expected, seq)
         if kind == "sequence_gap":
             return Control("resubscribe", f"{channel} sequence gap", channel)
@@ -159,7 +155,7 @@ class PrivateState:
     def flush_notes(self, ts_recv: int, out: dict[str, list[tuple]]) -> None:
         if self.notes:
             for kind, channel, text in self.notes:
-                out["events"].append((EXCHANGE, ts_recv, kind, None, channel, text, None))
+                out["events"].append(event(EXCHANGE, ts_recv, kind, channel=channel, detail=text))
             self.notes.clear()
 
 
@@ -207,77 +203,3 @@ def _pending_fills(data_root: Path) -> list[Any]:
     except ImportError:
         return []
     return list(pending_batches(data_root, "fills"))
-
-
-def check_credentials(config: Any) -> None:
-    """Fail now, with ``CredentialError``, if the config's credentials are missing,
-    unreadable or refused by Kraken; only warn if Kraken cannot be asked right now.
-
-    For ``recorder run``: before it starts one process per connection, so that a wrong key
-    stops the whole job at once instead of only its private connection."""
-    from recorder.core import secrets
-    from recorder.exchanges.kraken.token import TokenError, TokenHelper
-
-    helper = TokenHelper(config.rest_url, credentials=secrets.load(config))
-    try:
-        helper.fresh()
-    except TokenError as e:
-        log.warning("%s; the private connection will retry", e)
-
-
-def make_private_adapter(config: Any, data_root: Path, *,
-                         token_helper: TokenHelper | None = None,
-                         check_credentials: bool = True) -> Adapter:
-    """The collector's adapter for the config's private channel (``fills``).
-
-    Raises ``CredentialError`` when the credentials are missing, unreadable, or refused by
-    Kraken at start-up; other start-up token failures are only logged, and the collector
-    retries them with backoff when connecting.
-    """
-    from recorder.core import secrets
-    from recorder.capture.collector import Adapter
-    from recorder.exchanges.kraken import private_v1, private_v2
-    from recorder.exchanges.kraken.token import TokenError, TokenHelper
-
-    mod = private_v1 if config.api == "v1" else private_v2
-    if token_helper is None:
-        token_helper = TokenHelper(config.rest_url, credentials=secrets.load(config))
-    helper = token_helper
-    state = PrivateState(on_invalid_session=helper.invalidate)
-    startup: list[tuple[str, float]] = []
-    if check_credentials:
-        try:
-            startup.append((helper.fresh(), time.monotonic()))
-        except CredentialError:
-            raise
-        except TokenError as e:
-            log.warning("%s; will retry when connecting", e)
-    reqid = [0]
-
-    def connect_requests() -> list[str]:
-        if not state.seeded:
-            _seed(state, data_root)
-        if startup and time.monotonic() - startup[0][1] < STARTUP_TOKEN_MAX_AGE:
-            token = startup.pop()[0]
-        else:
-            startup.clear()
-            token = helper.fresh()
-        state.new_connection()
-        reqid[0] += 10
-        return mod.subscribe_requests(token, reqid[0])
-
-    return Adapter(config.auth_url, mod.decode, partial(mod.parse, state=state),
-                   connect_requests, mod.ping_request, None, {})
-
-
-def _seed(state: PrivateState, data_root: Path) -> None:
-    try:
-        keys = recorded_fill_keys(data_root, state.remember)
-    except Exception as e:  # noqa: BLE001 - unreadable history must not stop recording
-        log.warning("cannot read the fills recorded under %s (%s): snapshot fills may be "
-                    "recorded twice", data_root, e)
-        state.note("fills_seed_failed", "fills", detail(error=str(e)[:300]))
-        state.seed([])
-        return
-    state.seed(keys)
-    state.note("fills_seeded", "fills", detail(recorded=len(keys)))

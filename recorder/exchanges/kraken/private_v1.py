@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from recorder.exchanges.kraken import v1
-from recorder.exchanges.kraken.common import EXCHANGE, Control, canonical, detail
+from recorder.exchanges.kraken.common import EXCHANGE, Control, canonical, detail, epoch_us, event
 from recorder.exchanges.kraken.private import (
     PrivateState,
     fill_key,
@@ -70,8 +70,8 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
         elif name == "openOrders":
             _open_orders(msg[0], seq == 1, ts_recv, out, state)
         else:
-            out["events"].append((EXCHANGE, ts_recv, "unknown_channel", None, name,
-                                  detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
+            out["events"].append(event(EXCHANGE, ts_recv, "unknown_channel", channel=name,
+                                       detail=detail(frame=msgspec.json.encode(msg).decode()[:500])))
         return control
     return session_control(v1.parse(msg, ts_recv, update_id, out), state)
 
@@ -92,17 +92,19 @@ def _own_trades(entries: list, snapshot: bool, ts_recv: int, out: dict[str, list
             new += 1
             maker = t.get("maker")
             rows.append(fill_row(
-                exchange=EXCHANGE, symbol=symbol, ts_exchange=t.get("time"), ts_recv=ts_recv,
+                exchange=EXCHANGE, symbol=symbol, ts_exchange=epoch_us(t.get("time")),
+                ts_recv=ts_recv,
                 order_id=order_id, trade_id=txid, side=t.get("type"), price=t.get("price"),
                 qty=t.get("vol"), cost=t.get("cost"), fee=t.get("fee"),
                 fee_currency=symbol.split("/")[1] if symbol else None,
                 liquidity=_LIQUIDITY.get(maker) if isinstance(maker, bool) else None,
                 ord_type=t.get("ordertype"), is_snapshot=snapshot))
     if snapshot or received != new:
-        out["events"].append((EXCHANGE, ts_recv,
-                              "fills_snapshot" if snapshot else "duplicate_fill", None,
-                              "fills", detail(received=received, new=new,
-                                              already_recorded=received - new), None))
+        out["events"].append(event(EXCHANGE, ts_recv,
+                                   "fills_snapshot" if snapshot else "duplicate_fill",
+                                   channel="fills",
+                                   detail=detail(received=received, new=new,
+                                                 already_recorded=received - new)))
 
 
 def _limit_price(descr: dict) -> str | None:
@@ -135,7 +137,7 @@ def _open_orders(entries: list, snapshot: bool, ts_recv: int, out: dict[str, lis
             if descr:
                 extra["descr_order"] = descr.get("order")
             rows.append(order_row(
-                exchange=EXCHANGE, symbol=symbol, ts_exchange=ts, ts_recv=ts_recv,
+                exchange=EXCHANGE, symbol=symbol, ts_exchange=epoch_us(ts), ts_recv=ts_recv,
                 order_id=order_id, status=status, side=side, ord_type=ord_type,
                 limit_price=_limit_price(descr) if descr else None, order_qty=o.get("vol"),
                 filled_qty=o.get("vol_exec"), avg_price=o.get("avg_price"),

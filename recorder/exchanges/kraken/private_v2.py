@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from recorder.exchanges.kraken import v2
-from recorder.exchanges.kraken.common import EXCHANGE, Control, detail
+from recorder.exchanges.kraken.common import EXCHANGE, Control, detail, event
 from recorder.exchanges.kraken.private import (
     PrivateState,
     fill_key,
@@ -78,10 +78,11 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
             else:
                 _order(e, snapshot, ts_recv, out, state)
         if snapshot or received != new:
-            out["events"].append((EXCHANGE, ts_recv,
-                                  "fills_snapshot" if snapshot else "duplicate_fill", None,
-                                  "fills", detail(received=received, new=new,
-                                                  already_recorded=received - new), None))
+            out["events"].append(event(EXCHANGE, ts_recv,
+                                       "fills_snapshot" if snapshot else "duplicate_fill",
+                                       channel="fills",
+                                       detail=detail(received=received, new=new,
+                                                     already_recorded=received - new)))
         return control
     return session_control(v2.parse(msg, ts_recv, update_id, out), state)
 
@@ -121,9 +122,9 @@ def _fee(fees: Any, ts_recv: int, symbol: str | None,
             return format(total, "f"), fees[0].get("asset")
         except InvalidOperation:
             pass
-    out["events"].append((EXCHANGE, ts_recv, "fill_fees", symbol, "fills",
-                          detail(fees=[{"asset": f.get("asset"), "qty": _text(f.get("qty"))}
-                                       for f in fees]), None))
+    out["events"].append(event(EXCHANGE, ts_recv, "fill_fees", symbol=symbol, channel="fills",
+                               detail=detail(fees=[{"asset": f.get("asset"),
+                                                    "qty": _text(f.get("qty"))} for f in fees])))
     return _text(fees[0].get("qty")), fees[0].get("asset")
 
 

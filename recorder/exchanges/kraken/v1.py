@@ -22,7 +22,15 @@ from typing import Any
 
 import msgspec
 
-from recorder.exchanges.kraken.common import EXCHANGE, Control, Subscription, canonical, detail
+from recorder.exchanges.kraken.common import (
+    EXCHANGE,
+    Control,
+    Subscription,
+    canonical,
+    detail,
+    epoch_us,
+    event,
+)
 from recorder.exchanges.kraken.pairs import v1_name
 
 API = "v1"
@@ -84,24 +92,27 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
         elif name == "trade":
             rows = out["trades"]
             for t in msg[1]:
-                trade_id = int(t[6]) if len(t) > 6 and t[6] is not None else None
-                rows.append((EXCHANGE, symbol, t[2], ts_recv, t[0], t[1], _SIDE_TAKER.get(t[3]),
-                             trade_id, _ORD_TYPE.get(t[4], t[4]), t[5] or None))
+                trade_id = str(t[6]) if len(t) > 6 and t[6] is not None else None
+                rows.append((EXCHANGE, symbol, epoch_us(t[2]), ts_recv, t[0], t[1],
+                             _SIDE_TAKER.get(t[3]),
+                             trade_id, _ORD_TYPE.get(t[4], t[4]), t[5] or None, None))
         elif name == "spread":
             s = msg[1]
-            out["spread"].append((EXCHANGE, symbol, s[2], ts_recv, s[0], s[3], s[1], s[4]))
+            out["spread"].append((EXCHANGE, symbol, epoch_us(s[2]), ts_recv, s[0], s[3], s[1],
+                                  s[4]))
         elif name.startswith("ohlc"):
             _ohlc(msg[1], symbol, int(name[5:]), ts_recv, out["ohlc"])
         elif name == "ticker":
             _ticker(msg[1], symbol, ts_recv, out["ticker"])
         else:
-            out["events"].append((EXCHANGE, ts_recv, "unknown_channel", symbol, name,
-                                  detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
+            out["events"].append(event(EXCHANGE, ts_recv, "unknown_channel", symbol=symbol,
+                                       channel=name,
+                                       detail=detail(frame=msgspec.json.encode(msg).decode()[:500])))
         return None
     if type(msg) is dict:
         return _event(msg, ts_recv, out)
-    out["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
-                          detail(reason="not a JSON array or object"), None))
+    out["events"].append(event(EXCHANGE, ts_recv, "malformed",
+                               detail=detail(reason="not a JSON array or object")))
     return Control("error", "malformed")
 
 
@@ -111,8 +122,8 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
     if "as" in first or "bs" in first:
         for side, key in (("ask", "as"), ("bid", "bs")):
             for lv in first.get(key, ()):
-                rows.append((EXCHANGE, symbol, lv[2], ts_recv, side, lv[0], lv[1], True,
-                             update_id, None, False, depth, None))
+                rows.append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1], True,
+                             update_id, None, False, depth, None, None))
         return
     # Updates: one or two objects between the channel id and the name; "c" is in the last.
     parts = msg[1:-2]
@@ -124,16 +135,18 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
             if not levels:
                 continue
             for lv in levels:
-                rows.append((EXCHANGE, symbol, lv[2], ts_recv, side, lv[0], lv[1], False,
-                             update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None))
+                rows.append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1],
+                             False,
+                             update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None, None))
 
 
 def _ohlc(c: list, symbol: str, interval: int, ts_recv: int, rows: list[tuple]) -> None:
     # c = [time (last update), etime (end of the interval), open, high, low, close, vwap,
     # volume, count]; the candle began one interval before its end.
     end_seconds = int(c[1].partition(".")[0])
-    begin = str(end_seconds - interval * 60)
-    rows.append((EXCHANGE, symbol, interval, begin, c[0], ts_recv, c[2], c[3], c[4], c[5],
+    begin = (end_seconds - interval * 60) * 1_000_000
+    rows.append((EXCHANGE, symbol, interval, begin, epoch_us(c[0]), ts_recv, c[2], c[3], c[4],
+                 c[5],
                  c[6], c[7], int(c[8])))
 
 
@@ -147,19 +160,19 @@ def _ticker(t: dict, symbol: str, ts_recv: int, rows: list[tuple]) -> None:
 
 
 def _event(msg: dict, ts_recv: int, out: dict[str, list[tuple]]) -> Control | None:
-    event = msg.get("event")
-    if event == "heartbeat":
+    kind = msg.get("event")
+    if kind == "heartbeat":
         return Control("heartbeat")
-    if event == "pong":
+    if kind == "pong":
         return Control("pong")
     events = out["events"]
-    if event == "systemStatus":
+    if kind == "systemStatus":
         status = msg.get("status")
-        events.append((EXCHANGE, ts_recv, "status", None, None,
-                       detail(status=status, version=msg.get("version"),
-                              connection_id=msg.get("connectionID")), None))
+        events.append(event(EXCHANGE, ts_recv, "status",
+                            detail=detail(status=status, version=msg.get("version"),
+                                          connection_id=msg.get("connectionID"))))
         return Control("status", status)
-    if event == "subscriptionStatus":
+    if kind == "subscriptionStatus":
         status = msg.get("status")
         sub = msg.get("subscription") or {}
         channel = _channel_of(msg.get("channelName") or sub.get("name") or "")
@@ -169,24 +182,26 @@ def _event(msg: dict, ts_recv: int, out: dict[str, list[tuple]]) -> Control | No
         symbol = canonical(pair) if isinstance(pair, str) else None
         if status == "error":
             err = msg.get("errorMessage")
-            events.append((EXCHANGE, ts_recv, "subscribe_error", symbol, channel,
-                           detail(error=err, reqid=msg.get("reqid"),
-                                  depth=sub.get("depth"), interval=sub.get("interval")), None))
+            events.append(event(EXCHANGE, ts_recv, "subscribe_error", symbol=symbol,
+                                channel=channel,
+                                detail=detail(error=err, reqid=msg.get("reqid"),
+                                              depth=sub.get("depth"),
+                                              interval=sub.get("interval"))))
             return Control("subscribe_error", err, channel, symbol,
                            {"reqid": msg.get("reqid")})
         kind = "subscribed" if status == "subscribed" else "unsubscribed"
-        events.append((EXCHANGE, ts_recv, kind, symbol, channel,
-                       detail(channel_name=msg.get("channelName"),
-                              channel_id=msg.get("channelID"), reqid=msg.get("reqid")), None))
+        events.append(event(EXCHANGE, ts_recv, kind, symbol=symbol, channel=channel,
+                            detail=detail(channel_name=msg.get("channelName"),
+                                          channel_id=msg.get("channelID"), reqid=msg.get("reqid"))))
         return Control(kind, None, channel, symbol)
-    if event == "error":
+    if kind == "error":
         err = msg.get("errorMessage")
-        events.append((EXCHANGE, ts_recv, "error", None, None,
-                       detail(error=err, reqid=msg.get("reqid")), None))
+        events.append(event(EXCHANGE, ts_recv, "error",
+                            detail=detail(error=err, reqid=msg.get("reqid"))))
         # e.g. "Exceeded msg rate": Kraken names no channel, only the request's reqid.
         return Control("error", err, extra={"reqid": msg.get("reqid")})
-    events.append((EXCHANGE, ts_recv, "unknown_event", None, None,
-                   detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
+    events.append(event(EXCHANGE, ts_recv, "unknown_event",
+                        detail=detail(frame=msgspec.json.encode(msg).decode()[:500])))
     return None
 
 
@@ -194,6 +209,6 @@ def _private(msg: list, ts_recv: int, out: dict[str, list[tuple]]) -> Control | 
     # [payload, "ownTrades"|"openOrders", {"sequence": n}]: the private feeds are not
     # normalized yet; they are recorded as events so nothing disappears unseen.
     name = msg[-2] if len(msg) > 1 and isinstance(msg[-2], str) else None
-    out["events"].append((EXCHANGE, ts_recv, "unsupported_channel", None, name,
-                          detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
+    out["events"].append(event(EXCHANGE, ts_recv, "unsupported_channel", channel=name,
+                               detail=detail(frame=msgspec.json.encode(msg).decode()[:500])))
     return None

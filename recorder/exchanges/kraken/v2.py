@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from recorder.exchanges.kraken.common import EXCHANGE, Control, Subscription, detail
+from recorder.exchanges.kraken.common import EXCHANGE, Control, Subscription, detail, event
 
 API = "v2"
 # float_hook=str keeps each JSON number's exact text ("0.00100000"), which both the exact
@@ -96,8 +96,8 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
     replies name the symbol and the request, not the channel).
     """
     if type(msg) is not dict:
-        out["events"].append((EXCHANGE, ts_recv, "malformed", None, None,
-                              detail(reason="not a JSON object"), None))
+        out["events"].append(event(EXCHANGE, ts_recv, "malformed",
+                                   detail=detail(reason="not a JSON object")))
         return Control("error", "malformed")
     channel = msg.get("channel")
     if channel == "book":
@@ -107,8 +107,8 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
         rows = out["trades"]
         for t in msg["data"]:
             rows.append((EXCHANGE, t["symbol"], t.get("timestamp"), ts_recv, _text(t["price"]),
-                         _text(t["qty"]), t.get("side"), t.get("trade_id"), t.get("ord_type"),
-                         None))
+                         _text(t["qty"]), t.get("side"), _text(t.get("trade_id")),
+                         t.get("ord_type"), None, None))
         return None
     if channel == "ticker":
         for t in msg["data"]:
@@ -133,15 +133,15 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
     if channel == "status":
         info = (msg.get("data") or [{}])[0]
         system = info.get("system")
-        out["events"].append((EXCHANGE, ts_recv, "status", None, None,
-                              detail(status=system, version=info.get("version"),
-                                     connection_id=info.get("connection_id")), None))
+        out["events"].append(event(EXCHANGE, ts_recv, "status",
+                                   detail=detail(status=system, version=info.get("version"),
+                                                 connection_id=info.get("connection_id"))))
         return Control("status", system)
     method = msg.get("method")
     if method is not None:
         return _method_reply(msg, method, ts_recv, out, req_channels)
-    out["events"].append((EXCHANGE, ts_recv, "unknown_event", None, channel,
-                          detail(frame=msgspec.json.encode(msg).decode()[:500]), None))
+    out["events"].append(event(EXCHANGE, ts_recv, "unknown_event", channel=channel,
+                               detail=detail(frame=msgspec.json.encode(msg).decode()[:500])))
     return None
 
 
@@ -159,7 +159,7 @@ def _book(msg: dict, ts_recv: int, update_id: int, rows: list[tuple],
                 if price.__class__ is not str or qty.__class__ is not str:
                     price, qty = _text(price), _text(qty)
                 rows.append((EXCHANGE, symbol, ts, ts_recv, side, price, qty, snapshot,
-                             update_id, crc, False, depth, None))
+                             update_id, crc, False, depth, None, None))
 
 
 def _ticker(t: dict, ts_recv: int, rows: list[tuple]) -> None:
@@ -186,14 +186,16 @@ def _method_reply(msg: dict, method: str, ts_recv: int, out: dict[str, list[tupl
     symbol = result.get("symbol") or msg.get("symbol")
     if msg.get("success"):
         kind = "subscribed" if method == "subscribe" else "unsubscribed"
-        out["events"].append((EXCHANGE, ts_recv, kind, symbol, channel,
-                              detail(req_id=msg.get("req_id"), depth=result.get("depth"),
-                                     interval=result.get("interval"),
-                                     warnings=result.get("warnings")), None))
+        out["events"].append(event(EXCHANGE, ts_recv, kind, symbol=symbol, channel=channel,
+                                   detail=detail(req_id=msg.get("req_id"),
+                                                 depth=result.get("depth"),
+                                                 interval=result.get("interval"),
+                                                 warnings=result.get("warnings"))))
         return Control(kind, None, channel, symbol)
     err = msg.get("error")
-    out["events"].append((EXCHANGE, ts_recv, "subscribe_error" if method in (
-        "subscribe", "unsubscribe") else "error", symbol, channel,
-        detail(error=err, method=method, req_id=msg.get("req_id")), None))
+    kind = "subscribe_error" if method in ("subscribe", "unsubscribe") else "error"
+    out["events"].append(event(EXCHANGE, ts_recv, kind, symbol=symbol, channel=channel,
+                               detail=detail(error=err, method=method,
+                                             req_id=msg.get("req_id"))))
     return Control("subscribe_error" if method == "subscribe" else "error", err, channel, symbol,
                    {"reqid": msg.get("req_id")})

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from recorder.exchanges.kraken.pairs import Pair
-from recorder.simulator.market import PairMarket, Trade, TradeEvent, v1_ts
+from recorder.simulator.kraken.market import PairMarket, Trade, TradeEvent, v1_ts
 from recorder.simulator.numbers import fmt_fixed
 from recorder.simulator.wire import iso
 

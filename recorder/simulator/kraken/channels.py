@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recorder.simulator.book import ASK, BID, ViewLevel, view_changes
-from recorder.simulator.market import BookEvent, PairMarket, TradeEvent
+from recorder.simulator.kraken.market import BookEvent, PairMarket, TradeEvent
 from recorder.simulator.wire import encode
 
 from . import render_v1, render_v2

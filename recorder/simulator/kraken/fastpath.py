@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from recorder.simulator.kraken.channels import event_frame, render_event
-from recorder.simulator.market import BookEvent, TradeEvent, apply_undo
+from recorder.simulator.kraken.market import BookEvent, TradeEvent, apply_undo
 from recorder.simulator.wire import encode
 
 if TYPE_CHECKING:

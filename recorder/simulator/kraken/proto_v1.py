@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from recorder.exchanges.kraken.pairs import by_v1_name
 from recorder.simulator.kraken.channels import PUBLIC_CHANNELS, Sub
+from recorder.simulator.kraken.market import DEPTHS, INTERVALS
 from recorder.simulator.kraken.session import PrivSub
-from recorder.simulator.market import DEPTHS, INTERVALS
 
 if TYPE_CHECKING:
     from recorder.simulator.kraken.session import Session

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from recorder.exchanges.kraken.pairs import by_v2_name
 from recorder.simulator.kraken.channels import Sub
+from recorder.simulator.kraken.market import DEPTHS, INTERVALS
 from recorder.simulator.kraken.proto_v1 import PRIVATE_ON_PUBLIC, PUBLIC_ON_PRIVATE, dumps
 from recorder.simulator.kraken.session import PrivSub
-from recorder.simulator.market import DEPTHS, INTERVALS
 from recorder.simulator.wire import iso
 
 if TYPE_CHECKING:

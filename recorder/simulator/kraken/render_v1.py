@@ -7,7 +7,7 @@ from integer ticks: no float ever touches a price.
 from __future__ import annotations
 
 from recorder.simulator.book import ASK, BID, ViewLevel
-from recorder.simulator.market import PairMarket, Trade, v1_ts
+from recorder.simulator.kraken.market import PairMarket, Trade, v1_ts
 from recorder.simulator.numbers import fmt_fixed
 
 

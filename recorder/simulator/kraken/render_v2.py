@@ -8,7 +8,7 @@ through a float or json.dumps.
 from __future__ import annotations
 
 from recorder.simulator.book import ASK, BID, ViewLevel
-from recorder.simulator.market import PairMarket, Trade
+from recorder.simulator.kraken.market import PairMarket, Trade
 from recorder.simulator.numbers import fmt_fixed
 from recorder.simulator.wire import iso, iso_ns
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from recorder.exchanges.kraken.pairs import canonical_symbol, find_pair
-from recorder.simulator.market import DEPTHS
+from recorder.simulator.kraken.market import DEPTHS
 from recorder.simulator.wire import encode
 
 _CRYPTOFEED_LINE = re.compile(r"^(\d+(?:\.\d+)?): (.*)$")

@@ -13,8 +13,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from recorder.exchanges.kraken.pairs import Pair, find_pair
+from recorder.simulator.kraken.market import Trade
 from recorder.simulator.kraken.replay import Captured
-from recorder.simulator.market import Trade
 from recorder.simulator.wire import encode
 
 

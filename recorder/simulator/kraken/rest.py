@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from recorder.exchanges.kraken.pairs import PAIRS, Pair, find_pair
 from recorder.simulator.kraken.faults import FaultError
-from recorder.simulator.market import INTERVALS
+from recorder.simulator.kraken.market import INTERVALS
 from recorder.simulator.numbers import fmt_fixed
 
 if TYPE_CHECKING:

@@ -28,11 +28,11 @@ from recorder.simulator.kraken.channels import (
 )
 from recorder.simulator.kraken.config import SimConfig
 from recorder.simulator.kraken.faults import STATUSES, FaultError, FaultState, Rule, parse_rule
+from recorder.simulator.kraken.market import BookEvent, Event, Market, TradeEvent, apply_undo
 from recorder.simulator.kraken.replay import Capture
 from recorder.simulator.kraken.rest import RestApi, RestServer
 from recorder.simulator.kraken.session import PrivSub, Session
 from recorder.simulator.kraken.tokens import Auth
-from recorder.simulator.market import BookEvent, Event, Market, TradeEvent, apply_undo
 
 from . import account as acct
 from . import fastpath, proto_v1, proto_v2, replay_feed

@@ -1,0 +1,103 @@
+"""One collector process: the sink, the exchange's feed and the collector, wired together
+(what ``recorder collect`` runs per role; see recorder/capture/supervisor.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from recorder.capture import jobs
+from recorder.core.secrets import CredentialError
+
+log = logging.getLogger("recorder")
+
+# Rows waiting for the sink's writer thread (~400 B each as Python tuples): enough to ride
+# out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
+MAX_QUEUED_ROWS = 32_768
+# Publishing a file holds one row group in memory; 50k rows keeps that spike near 10 MB while
+# DuckDB still prunes and scans at full speed.
+ROW_GROUP_ROWS = 50_000
+TEMPFAIL_EXIT = 75  # sysexits EX_TEMPFAIL: the data directory is full/unwritable for now
+
+
+class StartupError(Exception):
+    """The collector cannot start: one line for the user, and the exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
+            url: str | None, early_stop: threading.Event | None = None) -> int:
+    """Record one role of ``cfg`` until stopped; raise StartupError if it cannot start."""
+    from recorder.capture.collector import Collector
+    from sinks.parquet_sink import ParquetSink, SinkError, SinkUnavailable, is_transient
+
+    root = data or cfg.output_path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_transient(e):  # e.g. no room for the directory entry: space may come back
+            raise StartupError(f"cannot create the data directory {root} for now: "
+                               f"{e.strerror} (disk full?); the supervisor retries",
+                               TEMPFAIL_EXIT) from None
+        raise StartupError(f"cannot create the data directory {root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK):
+        raise StartupError(f"the data directory {root} is not writable")
+    spec = cfg.spec
+    try:
+        if role != "private" and spec.public_uses_credentials and _has_credentials(cfg):
+            check_credentials(cfg)
+        if role == "private":
+            if spec.private_feed is None:
+                raise StartupError(f"{spec.name} has no private channels")
+            feed = spec.private_feed(cfg, root)
+        else:
+            feed = spec.public_feed(cfg, url, jobs.subscriptions(cfg, role))
+    except CredentialError as e:
+        raise StartupError(str(e)) from None
+    except ValueError as e:
+        raise StartupError(f"{cfg.path}: {e}") from None
+    try:
+        sink = ParquetSink(root, cfg.exchange, rotate_seconds=cfg.rotate_seconds,
+                           max_file_bytes=cfg.max_file_mb * 1024 * 1024,
+                           journal_interval=cfg.journal_interval,
+                           max_queued_rows=MAX_QUEUED_ROWS, row_group_rows=ROW_GROUP_ROWS,
+                           source=f"{cfg.name}-{role}-{os.getpid()}")
+    except SinkUnavailable as e:  # a full disk at start-up: the supervisor retries (75)
+        raise StartupError(f"{e}; the supervisor retries", TEMPFAIL_EXIT) from None
+    except SinkError as e:  # e.g. a read-only or unusable data directory: one line, exit 2
+        raise StartupError(str(e)) from None
+    heartbeat = root / ".status" / f"{cfg.name}-{role}.collector.json"
+    # --metrics-port: counted for the supervisor's endpoint (nothing changes without it).
+    from recorder.capture import metrics
+    from recorder.capture.supervisor import job_key
+
+    sink, counted = metrics.instrument(sink, feed, job_key(cfg, role), cfg.exchange, role)
+    collector = Collector(cfg, sink, feed, duration=duration, heartbeat_path=heartbeat)
+    metrics.attach(counted, collector)
+    collector.install_signal_handlers()
+    if early_stop is not None and early_stop.is_set():
+        collector.stop()
+    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
+    collector.run()
+    if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
+        raise StartupError(f"{cfg.path}: {collector.failure}")
+    log.info("stopped: %d frames, %d book updates verified, %d resyncs",
+             collector.frames, collector.books.verified, collector.resyncs)
+    return 0
+
+
+def _has_credentials(cfg: Any) -> bool:
+    return bool(cfg.secrets_file or cfg.api_key_env)
+
+
+def check_credentials(cfg: Any) -> None:
+    """Refuse bad credentials before any collector starts (CredentialError)."""
+    check = cfg.spec.check_credentials
+    if check is not None:
+        check(cfg)

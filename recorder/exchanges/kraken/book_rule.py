@@ -1,0 +1,36 @@
+"""Kraken's book integrity rule: a CRC32 over the top 10 levels' wire text of each side.
+
+Kraken sends no delete for levels that fall below the subscribed depth, so a book is cut
+back to its depth after every message (``max_depth``); the checksum Kraken sends with each
+update is compared with the one computed from the kept levels (``verify``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recorder.core.schema import column_index
+from recorder.exchanges.kraken.checksum import checksum_of_top_texts, level_bytes
+
+_CHECKSUM = column_index("book", "checksum")
+_DEPTH = column_index("book", "depth")
+
+
+class ChecksumRule:
+    failure_kind = "checksum_mismatch"
+    level_bytes = staticmethod(level_bytes)
+
+    def max_depth(self, first_row: tuple) -> int:
+        return first_row[_DEPTH] or 1000
+
+    def verify(self, book: Any, first_row: tuple) -> bool | None | dict:
+        expected = first_row[_CHECKSUM]
+        if expected is None:
+            return None
+        computed = checksum_of_top_texts(book.asks.top_text(), book.bids.top_text())
+        if computed != expected:
+            return {"expected": expected, "computed": computed}
+        return True
+
+
+RULE = ChecksumRule()

@@ -1,0 +1,58 @@
+"""The Kraken public feed: what the capture runtime needs to record a config's public
+subscriptions over WebSocket API v1 or v2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from recorder.exchanges.base import ConnectPlan, Feed, Subscription
+from recorder.exchanges.kraken import v1, v2
+from recorder.exchanges.kraken.book_rule import RULE
+from recorder.exchanges.kraken.common import EXCHANGE
+
+# Kraken's refusals that say "not now" rather than "never" (a pair it does not list, a depth
+# it does not support): its WS rate limit and a busy or unavailable engine.
+_REFUSED_FOR_NOW = ("Exceeded msg rate", "EService:Unavailable", "EService:Busy",
+                    "EGeneral:Temporary lockout", "Rate limit exceeded")
+
+
+def refused_for_now(why: str | None) -> bool:
+    return bool(why) and any(text in why for text in _REFUSED_FOR_NOW)
+
+
+def session_invalid(why: str | None) -> bool:
+    """Kraken refused the private token ("ESession:Invalid session")."""
+    return bool(why) and "Invalid session" in why
+
+
+def public_feed(config: Any, url: str | None = None,
+                subscriptions: Sequence[Subscription] | None = None,
+                reqid_base: int = 1) -> Feed:
+    """The public feed of ``config`` (its subscriptions, or the ``subscriptions`` given)."""
+    mod = v1 if config.api == "v1" else v2
+    if subscriptions is None:
+        subscriptions = [Subscription(s.channel, s.symbols, s.depth, s.interval)
+                         for s in config.public_subscriptions]
+    subs = list(subscriptions)
+    requests: list[str] = []
+    for i, sub in enumerate(subs):
+        requests.extend(mod.subscribe_requests(sub, reqid_base + i))
+    # Kraken acknowledges each symbol of a subscribe request on its own.
+    acks = sum(len(s.symbols) for s in subs)
+    depths = {sym: s.depth or 10 for s in subs if s.channel == "book" for sym in s.symbols}
+    if mod is v2:
+        bbo = frozenset(sym for s in subs if s.channel == "spread" for sym in s.symbols)
+        channels = {reqid_base + i: sub.channel for i, sub in enumerate(subs)}
+        parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths, req_channels=channels)
+    else:
+        parse = v1.parse
+    endpoint = url or config.url
+
+    def prepare() -> ConnectPlan:
+        return ConnectPlan(endpoint, list(requests), acks_expected=acks)
+
+    return Feed(EXCHANGE, endpoint, mod.decode, parse, prepare, mod.ping_request, RULE,
+                book_resync=mod.book_resync_requests, book_depths=depths,
+                refused_for_now=refused_for_now, session_invalid=session_invalid)
