@@ -265,7 +265,7 @@ def _column(kind: str, typ: pa.DataType, values: Sequence):
         return _as_strings(values)
     if kind == "text":
         return _as_id_text(values)
-    if kind in ("price", "qty", "wide"):
+    if kind in ("price", "qty", "wide", "fee"):
         return _decimal_column(values, typ)
     if kind == "ts_text":
         return _ts_text_column(values)

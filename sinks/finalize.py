@@ -76,12 +76,13 @@ def finalize_segment(segment: Path, root: Path, *, row_group_rows: int = 100_000
         rows, first_us, last_us = _write_parquet(
             tmp, info, read.schema, _chain(first, batches), row_group_rows
         )
+        size = tmp.stat().st_size  # before publishing: an uploader may take the file away
         final = _publish(tmp, partition, parquet_name(first_us, last_us, info.source, info.seq))
     except BaseException:
         _remove_quietly(tmp)
         raise
     _unlink_durably(segment)
-    return Finalized(segment, final, rows, final.stat().st_size, read.torn_bytes, info)
+    return Finalized(segment, final, rows, size, read.torn_bytes, info)
 
 
 def _write_parquet(

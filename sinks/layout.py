@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,12 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 def safe_token(text: str) -> str:
     """A path-safe version of free text (host names, config names)."""
     return _SAFE.sub("_", text).strip("._") or "x"
+
+
+def host_name() -> str:
+    """This host's name in file names and in ``events.host``: ``$RECORDER_HOST`` if set (a
+    container's host name is often meaningless), else the system's host name; path-safe."""
+    return safe_token(os.environ.get("RECORDER_HOST") or socket.gethostname())
 
 
 def check_name(kind: str, value: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from pathlib import Path
 from recorder.core.schema import TABLES
 from sinks.finalize import Recovery, recover
 from sinks.incidents import IncidentFile, take_abandoned
-from sinks.layout import check_name, journal_dir, safe_token
+from sinks.layout import check_name, host_name, journal_dir, safe_token
 from sinks.publisher import MAX_WAITING, Publisher
 from sinks.reporting import OnProblem, Reporter
 from sinks.row_queue import RowQueue
@@ -77,20 +76,23 @@ class ParquetSink:
         retry_interval: float = 1.0,
         recover_on_start: bool = True,
         max_publish_waiting: int = MAX_WAITING,
+        host: str | None = None,
     ) -> None:
         """``source`` names this writer in file names (default ``<host>-<pid>``).
         ``max_queued_rows`` bounds the rows waiting for the writer thread (about 400 B each
         as Python tuples); ``flush_rows`` is the size of the chunks handed to it.
         ``late_seconds``: how long after its window ends a file waits for late rows.
         ``max_publish_waiting``: retired files waiting for the publisher before the writer
-        blocks (back-pressure)."""
+        blocks (back-pressure). ``host`` fills the ``host`` column of events rows that have
+        none (default: ``sinks.layout.host_name()``)."""
         if rotate_seconds <= 0 or journal_interval <= 0 or max_file_bytes <= 0:
             raise ValueError("rotate_seconds, journal_interval and max_file_bytes must be > 0")
         if row_group_rows <= 0 or max_queued_rows <= 0 or flush_rows <= 0:
             raise ValueError("row_group_rows, max_queued_rows and flush_rows must be > 0")
         self.root = Path(root)
         self.exchange = check_name("exchange", exchange)
-        self.source = safe_token(source or f"{socket.gethostname()}-{os.getpid()}")
+        self.host = safe_token(host) if host else host_name()
+        self.source = safe_token(source or f"{self.host}-{os.getpid()}")
         self._clock = clock
         self._interval = journal_interval
         self._flush_rows = flush_rows
@@ -115,6 +117,7 @@ class ParquetSink:
             late_us=round(max(late_seconds, 2 * journal_interval) * 1_000_000),
             max_file_bytes=max_file_bytes,
             journal_interval=journal_interval, retry_interval=retry_interval,
+            host=self.host,
         )  # fmt: skip
         self._writer = Writer(config, self._queue, self.reporter, self._publisher, self.stats_,
                               self._incidents)

@@ -47,6 +47,7 @@ class WriterConfig:
     journal_interval: float
     retry_interval: float = 1.0
     max_unsynced_bytes: int = 32 << 20
+    host: str | None = None  # fills events.host where a row has none
 
 
 class Writer(threading.Thread):
@@ -175,6 +176,8 @@ class Writer(threading.Thread):
         """Split ``batch`` by rotation window of ``ts_recv`` (hence by UTC date too)."""
         if batch.num_rows == 0:
             return
+        if table == "events" and self.cfg.host:
+            batch = _with_host(batch, self.cfg.host)
         ts = batch.column(column_index(table, "ts_recv")).view(pa.int64())
         if ts.null_count:
             ts = pc.fill_null(ts, arrival_us)  # a row is filed under its arrival if need be
@@ -300,3 +303,13 @@ class Writer(threading.Thread):
         self.reporter.problem("sink_write_resumed", {"after_s": round(seconds, 3)},
                               level=logging.WARNING)
         return True
+
+
+def _with_host(batch: pa.RecordBatch, host: str) -> pa.RecordBatch:
+    """Events rows say where they happened: ``host`` where the row has none."""
+    i = batch.schema.get_field_index("host")
+    if i < 0 or batch.column(i).null_count == 0:
+        return batch
+    columns = list(batch.columns)
+    columns[i] = pc.fill_null(columns[i], pa.scalar(host, batch.schema.field(i).type))
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

@@ -31,11 +31,13 @@ E2E_MODULES = {
     "test_e2e_book_integrity", "test_e2e_public", "test_e2e_raw", "test_kucoin_commands",
     "test_kucoin_e2e", "test_kucoin_sim_auth", "test_kucoin_sim_book", "test_kucoin_sim_faults",
     "test_kucoin_sim_protocol", "test_kucoin_sim_replay", "test_lean_imports", "test_pair_list",
-    "test_private_e2e", "test_private_secrets", "test_private_sentinel", "test_reliability",
+    "test_private_e2e", "test_private_secrets", "test_private_sentinel", "test_reconcile_e2e",
+    "test_reliability",
     "test_simulator_checksums", "test_simulator_faults", "test_simulator_maxspeed",
     "test_simulator_private", "test_simulator_protocol", "test_simulator_replay",
     "test_simulator_rest", "test_status", "test_supervisor", "test_token_cli",
-    "test_toy_exchange",
+    "test_toy_exchange", "test_rotation", "test_metrics_e2e", "test_status_page_e2e",
+    "test_live_commands", "test_scale_scenario", "test_object_store_e2e",
 }
 E2E_TESTS = {
     "test_cli_reports_config_error_and_exits_2",

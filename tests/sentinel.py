@@ -24,6 +24,10 @@ _SECRET_BYTES = b"SENTINEL-secret-market-recorder-0123456789-abcdef"
 _WRONG_BYTES = b"SENTINEL-wrong-secret-market-recorder-987654321-zz"
 SENTINEL_SECRET = base64.b64encode(_SECRET_BYTES).decode()
 WRONG_SECRET = base64.b64encode(_WRONG_BYTES).decode()
+# KuCoin's third credential. With key versions 2 and 3 the header carries it HMAC-signed with
+# the secret (SENTINEL_SECRET serves as the KuCoin secret too): that form is a needle as well.
+SENTINEL_PASSPHRASE = "SENTINEL-passphrase-market-recorder-42"
+WRONG_PASSPHRASE = "SENTINEL-wrong-passphrase-market-recorder-24"
 
 # Extra needles for a nested self-test session (``test_private_sentinel.py``): it plants a
 # random canary where the outer session would otherwise see its own sentinel.
@@ -46,10 +50,22 @@ def default_needles() -> list[Needle]:
         Needle("wrong secret", WRONG_SECRET.rstrip("=").encode()),
         Needle("wrong secret (decoded)", _WRONG_BYTES),
         Needle("sentinel key", SENTINEL_KEY.encode()),
+        Needle("sentinel passphrase", SENTINEL_PASSPHRASE.encode()),
+        Needle("wrong passphrase", WRONG_PASSPHRASE.encode()),
+        Needle("sentinel passphrase (signed)", _signed(SENTINEL_PASSPHRASE).rstrip("=").encode()),
     ]
     for i, extra in enumerate(filter(None, os.environ.get(EXTRA_NEEDLES_ENV, "").split(","))):
         needles.append(Needle(f"canary {i + 1}", extra.encode()))
     return needles
+
+
+def _signed(passphrase: str) -> str:
+    """KC-API-PASSPHRASE of a version 2/3 key: base64(HMAC-SHA256(secret, passphrase))."""
+    import hashlib
+    import hmac
+
+    mac = hmac.new(SENTINEL_SECRET.encode(), passphrase.encode(), hashlib.sha256).digest()
+    return base64.b64encode(mac).decode()
 
 
 class Scanner:

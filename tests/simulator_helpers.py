@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
+import urllib.request
 import zlib
 from bisect import bisect_left, insort
 from decimal import Decimal
 from pathlib import Path
 
 import websocket
+
+from recorder.exchanges.kraken.signer import api_sign
+from recorder.simulator.testing import DEMO_API_KEY, DEMO_API_SECRET
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kraken"
 
@@ -189,3 +194,22 @@ def new_books(version: int, symbols: list[str], depth: int = 10) -> dict[str, Cl
     names = [("XBT" + s[3:] if s.startswith("BTC/") else s) if version == 1 else s
              for s in symbols]
     return {n: ClientBook(depth) for n in names}
+
+
+def token(sim) -> str:
+    reply = post(sim, "/0/private/GetWebSocketsToken", f"nonce={time.time_ns() // 1000}")
+    assert reply["error"] == []
+    return reply["result"]["token"]
+
+
+def post(sim, path: str, body: str, key: str = DEMO_API_KEY, sign: str | None = None,
+         secret: str = DEMO_API_SECRET) -> dict:
+    nonce = urllib.parse.parse_qs(body).get("nonce", [""])[0]
+    sign = sign if sign is not None else api_sign(path, nonce, body, secret)
+    req = urllib.request.Request(
+        sim.urls["rest"] + path, data=body.encode(), method="POST",
+        headers={"API-Key": key, "API-Sign": sign,
+                 "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+        return json.loads(resp.read())

@@ -11,7 +11,15 @@ import pytest
 
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA
-from tests.e2e import db, run_recorder, start_recorder, stop, write_config
+from tests.e2e import (
+    count_rows,
+    db,
+    run_recorder,
+    start_recorder,
+    stop,
+    wait_until,
+    write_config,
+)
 
 CRYPTOFEED_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF",
                     "OCEAN/XBT", "OMG/USD", "XBT/CHF", "ADA/XBT"]
@@ -101,10 +109,14 @@ def test_corrupted_level_resyncs_only_that_symbol(tmp_path, api):
         cfg = write_config(tmp_path, "c.toml", api, sim.urls[f"ws_{api}"], subs)
         proc = start_recorder(cfg, data)
         try:
-            time.sleep(2.5)
+            # Both books verified for a while (journaled about a second after arriving).
+            wait_until(lambda: count_rows(data, "book WHERE verified AND symbol = 'BTC/USD' "
+                                          "AND NOT is_snapshot") >= 20, 30, "verified books")
             armed_us = time.time_ns() // 1000
             sim.control.corrupt_book("BTC/USD")
-            time.sleep(2.5)
+            wait_until(lambda: count_rows(data, "events WHERE kind = 'resynced'") >= 1, 30,
+                       "the resync")
+            time.sleep(1.0)  # updates after the fresh snapshot, for the assertions below
         finally:
             stop(proc)
         assert proc.returncode == 0, proc.stderr.read()
@@ -157,7 +169,8 @@ def _record_with_fault(tmp_path, api: str, connection: str, rejects: int, second
                            extra=f"[connection]\n{connection}")
         proc = start_recorder(cfg, data)
         try:
-            time.sleep(2.5)
+            wait_until(lambda: count_rows(data, "book WHERE verified AND symbol = 'BTC/USD' "
+                                          "AND NOT is_snapshot") >= 20, 30, "verified books")
             armed_us = time.time_ns() // 1000
             # The resubscribe of the resync is refused ("Exceeded msg rate") `rejects` times.
             sim.control.reject_subscribes(rejects)

@@ -15,8 +15,7 @@ import pytest
 
 from recorder.analysis.dataset import open_dataset, to_datetime
 from recorder.analysis.export import export
-from tests.test_query import DAY, T0, run, trade, write
-from tests.test_rebuild import scenario
+from tests.datasets import DAY, T0, run, scenario, trade, write
 
 S = 1_000_000
 

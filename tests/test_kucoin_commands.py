@@ -20,8 +20,8 @@ from recorder.core.secrets import CredentialError
 from recorder.exchanges.base import ExchangeError, SymbolInfo
 from recorder.exchanges.kucoin import commands, symbols
 from recorder.exchanges.kucoin.spec import SPEC
+from tests.fakes import KucoinStub, rest_body
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET, assert_clean
-from tests.test_kucoin_rest import KucoinStub, rest_body
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSPHRASE = "kucoin-e2e-passphrase"

@@ -29,11 +29,13 @@ from recorder.core.schema import arrow_schema
 from recorder.simulator.kucoin.auth import signed_headers
 from recorder.simulator.testing import SimulatorProcess
 from tests.e2e import ROOT, db, run_recorder, start_recorder, stop
+from tests.kucoin_helpers import (
+    kucoin_config,
+)
 from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = ROOT / "configs" / "kucoin-public.toml"
 SYMBOLS = {"BTC/USDT", "ETH/USDT"}
 MARKET_TABLES = ("trades", "book", "spread", "ohlc", "ticker")
 SNAPSHOT_PATH = "/api/v1/market/orderbook/level2_100"
@@ -64,17 +66,6 @@ EXPECTED_TYPES = {
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def kucoin_config(tmp: Path, rest: str, connection: str = "", name: str = "kucoin.toml",
-                  extra: str = "") -> Path:
-    """The shipped configs/kucoin-public.toml, pointed at ``rest``, recording raw frames."""
-    text = CONFIG.read_text()
-    assert 'name = "kucoin"\n' in text and "[output]\n" in text
-    text = text.replace('name = "kucoin"\n', f'name = "kucoin"\nrest_url = "{rest}"\n', 1)
-    text = text.replace("[output]\n", "[output]\nraw = true\n", 1)
-    path = tmp / name
-    path.write_text(text + (f"\n[connection]\n{connection}\n" if connection else "")
-                    + (f"\n{extra}" if extra else ""))
-    return path
 
 
 def wait_until(what: str, predicate, timeout: float = 20.0, interval: float = 0.2):

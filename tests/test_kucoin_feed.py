@@ -26,7 +26,7 @@ from recorder.exchanges.kucoin.feed import (
 from recorder.exchanges.kucoin.parse import decode
 from recorder.exchanges.kucoin.replay import replay_session
 from recorder.exchanges.kucoin.spec import SPEC
-from tests.test_kucoin_rest import KucoinStub, rest_body
+from tests.fakes import KucoinStub, rest_body
 
 ENV = {"T_KC_KEY": "test-key-0001", "T_KC_SECRET": "test-secret-0002",
        "T_KC_PASS": "test-passphrase-0003"}

@@ -5,10 +5,6 @@ is classified, signing and the clock offset, proxies bypassed for 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -24,64 +20,15 @@ from recorder.exchanges.kucoin.rest import (
     TransientError,
 )
 from recorder.exchanges.kucoin.signer import passphrase_header, sign
+from tests.fakes import KUCOIN_DATA as DATA
+from tests.fakes import KucoinStub, rest_body
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kucoin"
 KEY, SECRET, PASSPHRASE = "test-key-0001", "test-secret-0002", "test-passphrase-0003"
 NAMES = ("T_KC_KEY", "T_KC_SECRET", "T_KC_PASS")
 
 
-def rest_body(endpoint: str, i: int = 0) -> str:
-    """A KuCoin response body from rest.json, as compact text."""
-    sample = json.loads((DATA / "rest.json").read_text())["endpoints"][endpoint][i]
-    return json.dumps(sample["body"], separators=(",", ":"))
 
 
-class KucoinStub:
-    """A local HTTP server: ``routes[(METHOD, path)]`` = (status, body) or a list of them
-    (served in turn, the last one repeated); every request is kept in ``requests`` (its
-    headers looked up case-insensitively, as HTTP reads them)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], object] = {}
-        self.requests: list[dict] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                split = urlsplit(self.path)
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n).decode() if n else ""
-                stub.requests.append({"method": self.command, "path": split.path,
-                                      "full_path": self.path, "query": split.query,
-                                      "headers": self.headers, "body": body})
-                answer = stub.routes.get((self.command, split.path), (404, "not found"))
-                if isinstance(answer, list):
-                    answer = answer.pop(0) if len(answer) > 1 else answer[0]
-                status, text = answer
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def paths(self) -> list[str]:
-        return [f"{r['method']} {r['path']}" for r in self.requests]
 
 
 @pytest.fixture

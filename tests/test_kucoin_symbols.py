@@ -9,7 +9,7 @@ import pytest
 
 from recorder.exchanges.kucoin import symbols
 from recorder.exchanges.kucoin.common import canonical, wire
-from tests.test_kucoin_rest import KucoinStub, rest_body
+from tests.fakes import KucoinStub, rest_body
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kucoin"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sinks.layout import parquet_name, parse_parquet_name
-from tests.test_query import T0
+from tests.datasets import T0
 
 
 def test_names_round_trip_with_the_collision_suffix():

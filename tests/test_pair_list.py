@@ -124,3 +124,24 @@ def test_update_from_the_simulator(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "BTC/USD        XBT/USD               1      8  bundled+cached" in out.stdout
     assert f"{len(PAIRS)} pairs from " in out.stderr  # all the simulator lists
+
+
+def test_an_unknown_pair_is_looked_up_once_at_the_configured_rest_endpoint(tmp_path,
+                                                                          rest_server):
+    """Neither bundled nor cached: the config's REST endpoint is asked once (design.md)."""
+    url, paths = rest_server
+    cfg = tmp_path / "remote.toml"
+    cfg.write_text(f'[exchange]\nname = "kraken"\nrest_url = "{url}"\n'
+                   '[[subscribe]]\nchannel = "trade"\nsymbols = ["AAVE/AUD", "KSM/XBT"]\n')
+    loaded = load_config(cfg)
+    assert loaded.subscriptions[0].symbols == ("AAVE/AUD", "KSM/BTC")
+    assert paths == ["/0/public/AssetPairs"]  # one look-up for both names
+    cfg.write_text(f'[exchange]\nname = "kraken"\nrest_url = "{url}"\n'
+                   '[[subscribe]]\nchannel = "trade"\nsymbols = ["NOPE/USD"]\n')
+    with pytest.raises(ConfigError, match="'NOPE/USD' is not a pair Kraken lists"):
+        load_config(cfg)
+    # Unreachable: not found, never an exception other than the config error.
+    cfg.write_text('[exchange]\nname = "kraken"\nrest_url = "http://127.0.0.1:9"\n'
+                   '[[subscribe]]\nchannel = "trade"\nsymbols = ["AAVE/AUD"]\n')
+    with pytest.raises(ConfigError, match="'AAVE/AUD' is not a pair Kraken lists"):
+        load_config(cfg)

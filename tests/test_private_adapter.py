@@ -11,7 +11,7 @@ from recorder.core.secrets import CredentialError
 from recorder.exchanges.kraken.common import new_rows
 from recorder.exchanges.kraken.private_feed import check_credentials, make_private_adapter
 from recorder.exchanges.kraken.token import TokenError
-from tests.test_token import KEY, OTHER_SECRET, SECRET, FakeKraken
+from tests.fakes import KEY, OTHER_SECRET, SECRET, FakeKraken
 
 
 @pytest.fixture

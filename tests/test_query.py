@@ -12,38 +12,19 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from recorder.analysis.dataset import open_dataset
 from recorder.analysis.query import available_tables, connect, write_catalog
-from recorder.cli.query import book, catalog, export, query, report
-from recorder.core.schema import TABLES, arrow_schema, make_row
+from recorder.core.schema import TABLES, arrow_schema
 from sinks.parquet_sink import ParquetSink
-
-DAY = 86_400_000_000
-HOUR = 3_600_000_000
-T0 = 1_795_000_000_000_000 // DAY * DAY  # 2026-11-18 00:00 UTC
-
-
-def us(text: str) -> int:
-    d = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return int(d.timestamp()) * 1_000_000 + d.microsecond
-
-
-def trade(symbol: str, t: int, price: str, qty: str, side: str = "buy", tid: int = 0,
-          tx: int | None = None) -> tuple:
-    tx = t - 1000 if tx is None else tx
-    return make_row("trades", exchange="kraken", symbol=symbol,
-                    ts_exchange=f"{tx // 1_000_000}.{tx % 1_000_000:06d}", ts_recv=t,
-                    price=price, qty=qty, side=side, trade_id=tid, ord_type="limit")
-
-
-def write(root: Path, rows: dict[str, list[tuple]], **kw) -> None:
-    kw.setdefault("source", "test")
-    with ParquetSink(root, "kraken", **kw) as sink:
-        for table, r in rows.items():
-            sink.write(table, r)
+from tests.datasets import (
+    DAY,
+    HOUR,
+    T0,
+    run,
+    trade,
+    write,
+)
 
 
 def multi_day_trades() -> list[tuple]:
@@ -117,7 +98,8 @@ def test_schema_addition_old_files_still_read(tmp_path: Path) -> None:
 
 
 def test_only_old_files_still_have_new_columns(tmp_path: Path) -> None:
-    old = pa.schema([f for f in arrow_schema("events") if f.name != "conn_id"])
+    # Before conn_id, there was no host either (both are the last columns they were added as).
+    old = pa.schema([f for f in arrow_schema("events") if f.name not in ("conn_id", "host")])
     part = tmp_path / "events" / "exchange=kraken" / "date=2026-11-18"
     part.mkdir(parents=True)
     pq.write_table(pa.table({"exchange": ["kraken"], "ts_recv": pa.array(
@@ -211,15 +193,8 @@ def test_catalog_file_opens_in_any_client(days: Path, tmp_path: Path) -> None:
 # -- the commands ----------------------------------------------------------------------------
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
-    for fn in (query, catalog, export, book, report):
-        app.command(fn.__name__)(fn)
-    return app
 
 
-def run(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(cli(), list(args))
 
 
 def test_query_command_formats_and_out(days: Path, tmp_path: Path) -> None:

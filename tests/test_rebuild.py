@@ -12,55 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from recorder.analysis.dataset import open_dataset, parse_time, to_datetime
-from recorder.core.schema import make_row
+from recorder.analysis.dataset import DatasetError, open_dataset, parse_time, to_datetime
 from recorder.simulator.testing import SimulatorProcess
 from tests.captures import DATA
+from tests.datasets import DAY, M1, T0, D, S, level, run, scenario, write
 from tests.e2e import run_recorder, write_config
-from tests.test_query import DAY, T0, run, write
-
-S = 1_000_000
-D = Decimal
-
-
-def level(t: int, uid: int, side: str, price: str, qty: str, snap: bool = False,
-          verified: bool | None = True, symbol: str = "BTC/USD", depth: int = 3) -> tuple:
-    tx = t - 500
-    return make_row("book", exchange="kraken", symbol=symbol,
-                    ts_exchange=f"{tx // S}.{tx % S:06d}", ts_recv=t, side=side, price=price,
-                    qty=qty, is_snapshot=snap, update_id=uid, republish=False, depth=depth,
-                    verified=verified)
-
-
-# One day before midnight and the next day after it, so the last snapshot is found in an
-# older date partition.
-M1 = T0 + DAY - 10 * S
-
-
-def scenario() -> list[tuple]:
-    t = M1
-    return [
-        # 1: snapshot, depth 3
-        *[level(t, 1, "ask", p, "1", True) for p in ("101", "102", "103")],
-        *[level(t, 1, "bid", p, "1", True) for p in ("99", "98", "97")],
-        # 2: a better ask pushes 103 out of scope (no delete is sent for it)
-        level(t + 1 * S, 2, "ask", "100.5", "1"),
-        # 3: the better ask goes; 103 must not come back by itself
-        level(t + 2 * S, 3, "ask", "100.5", "0"),
-        # 4: Kraken republishes the level that came into scope
-        level(t + 3 * S, 4, "ask", "103.5", "2"),
-        # 5: a checksum mismatch: the book is known wrong until the resync
-        level(t + 4 * S, 5, "bid", "99", "5", verified=False),
-        # 6 (next day): the resync snapshot restarts the book
-        level(T0 + DAY + 5 * S, 6, "ask", "200", "3", True),
-        level(T0 + DAY + 5 * S, 6, "bid", "150", "4", True),
-        # 7: two rows of one message at the same price: file order, the last one wins
-        level(T0 + DAY + 6 * S, 7, "bid", "151", "1"),
-        level(T0 + DAY + 6 * S, 7, "bid", "151", "2.5"),
-        # another symbol's rows in between change nothing
-        level(T0 + DAY + 6 * S, 8, "bid", "1", "1", True, symbol="ETH/USD"),
-        level(T0 + DAY + 6 * S, 8, "ask", "2", "1", True, symbol="ETH/USD"),
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +183,19 @@ def test_rebuilt_book_equals_independent_book_from_raw_frames(replayed: Path) ->
         asks = sorted(want["ask"].items())[:5]
         assert [(r[f"ask_price_{i}"], r[f"ask_qty_{i}"]) for i in range(5)] == asks
     assert datetime.now(UTC) > snaps[-1]["ts"]
+
+
+def test_a_symbol_from_two_exchanges_is_rebuilt_from_one(tmp_path):
+    """Books are never interleaved: the same symbol recorded from two exchanges must be
+    named with its exchange, and each gives its own book."""
+    t = T0 + 5 * S
+    for exchange, bid in (("kraken", "100"), ("kucoin", "200")):
+        rows = [level(t, 1, "bid", bid, "1", snap=True), level(t, 1, "ask", "300", "2", snap=True)]
+        rows = [(exchange,) + r[1:] for r in rows]
+        write(tmp_path, {"book": rows}, exchange=exchange, source=exchange)
+    ds = open_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="recorded from kraken and kucoin: name one"):
+        ds.book("BTC/USD", at=to_datetime(t + S))
+    for exchange, bid in (("kraken", D("100")), ("kucoin", D("200"))):
+        book = ds.book(f"{exchange}:BTC/USD", at=to_datetime(t + S))
+        assert book.symbol == "BTC/USD" and book.bids == [(bid, D("1"))]

@@ -27,12 +27,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.simulator.testing import SimulatorProcess
-from tests.e2e import ROOT, db, write_config
+from tests.e2e import (
+    ROOT,
+    _config,
+    _state,
+    _stop_supervisor,
+    db,
+    supervised,
+    wait_until,
+)
 
-PAIRS = '["BTC/USD", "ETH/USD"]'
-SUBS = (f'[[subscribe]]\nchannel = "trade"\nsymbols = {PAIRS}\n\n'
-        f'[[subscribe]]\nchannel = "book"\nsymbols = {PAIRS}\ndepth = 10\n')
-FAST = "[connection]\nstale_after = {stale}\nbackoff_initial = 0.05\nbackoff_max = 0.2\n"
 JOURNAL_INTERVAL = 1.0  # the default [output] journal_interval, which these configs use
 HANDOVER_S = 0.1  # recorder.capture.collector._FLUSH_SECONDS: rows go to the sink this often
 
@@ -43,77 +47,18 @@ def sim():
         yield s
 
 
-def _config(tmp: Path, url: str, name: str = "rel", stale: float = 3.0,
-            subs: str = SUBS) -> Path:
-    return write_config(tmp, f"{name}.toml", "v2", url, subs, FAST.format(stale=stale))
 
 
-@contextmanager
-def supervised(tmp: Path, *configs: Path, data: Path, args: tuple[str, ...] = ()):
-    """`python -m recorder.capture.supervisor` (= `recorder run`, always supervised) as a process;
-    its stderr (and the collectors') goes to a file, never to a pipe nobody reads."""
-    log_path = tmp / f"supervisor-{time.monotonic_ns()}.log"
-    with open(log_path, "w") as log_file:
-        cmd = [sys.executable, "-m", "recorder.capture.supervisor", *map(str, configs),
-               "--data", str(data), "--backoff-initial", "0.2", "--backoff-max", "0.5", *args]
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
-        proc.log_path = log_path  # type: ignore[attr-defined]
-        try:
-            yield proc
-        finally:
-            _stop_supervisor(proc, data, timeout=20)
 
 
-def _stop_supervisor(proc: subprocess.Popen, data: Path, timeout: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    # A collector must never outlive its supervisor (PR_SET_PDEATHSIG), but make sure in
-    # the test: kill whatever pid the state files still name as running.
-    for state in _states(data):
-        pid = state.get("pid")
-        if pid and state.get("state") not in ("stopped", "finished", "failed"):
-            _kill_if_alive(pid)
 
 
-def _kill_if_alive(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
-def _states(data: Path) -> list[dict]:
-    folder = data / ".status"
-    out = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(json.loads(p.read_text()))
-        except ValueError:
-            pass
-    return out
 
 
-def _state(data: Path, key: str) -> dict:
-    try:
-        return json.loads((data / ".status" / f"{key}.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _journaled_rows(data: Path, table: str, pid: int | None = None) -> int:
@@ -391,12 +336,13 @@ def test_blocked_sink_stops_the_socket_reads_instead_of_growing(tmp_path):
 
 
 def test_a_restart_with_a_reused_pid_keeps_its_rows(tmp_path):
+    from recorder.core.events import event
     from sinks.parquet_sink import ParquetSink
 
     for i in range(2):  # the same config, role and pid: e.g. pid 7 after `docker restart`
         with ParquetSink(tmp_path, "kraken", source="job-public-7") as sink:
-            sink.write("events", [("kraken", time.time_ns() // 1000, f"run{i}", None, None,
-                                   "{}", None)])
+            sink.write("events", [event("kraken", time.time_ns() // 1000, f"run{i}",
+                                        detail="{}")])
     kinds = {k for (k,) in db(tmp_path).execute("SELECT kind FROM events").fetchall()}
     assert kinds == {"run0", "run1"}
 

@@ -10,8 +10,8 @@ import pytest
 
 from recorder.analysis.dataset import open_dataset, to_datetime
 from recorder.analysis.report import report
-from tests.test_query import HOUR, T0, run, trade, write
-from tests.test_rebuild import level
+from recorder.core.events import event
+from tests.datasets import HOUR, T0, level, run, trade, write
 
 M = 60_000_000
 
@@ -24,15 +24,17 @@ def rec(tmp_path_factory) -> Path:
     trades += [trade("ETH/USD", T0 + m * M + 7, "10", "1", tid=m) for m in range(0, 120, 2)]
     book = [level(T0 + 30 * M, 1, "ask", "101", "1", True),
             level(T0 + 90 * M, 2, "ask", "101", "2", verified=False)]
-    events = [("kraken", T0 + 20 * M, "stale", None, None, "{}", 1),  # one gap, not three:
-              ("kraken", T0 + 20 * M + 1, "disconnected", None, None, "{}", 1),
-              ("kraken", T0 + 20 * M + 2, "connect_failed", None, None, "{}", 2),
-              ("kraken", T0 + 21 * M, "connected", None, None, "{}", 3),
-              ("kraken", T0 + 71 * M, "disconnected", None, None, "{}", 1),
-              ("kraken", T0 + 79 * M, "connected", None, None, "{}", 2),
-              ("kraken", T0 + 90 * M, "checksum_mismatch", "BTC/USD", "book", "{}", 2),
+    # One gap, not three:
+    events = [event("kraken", T0 + 20 * M, "stale", detail="{}", conn_id=1),
+              event("kraken", T0 + 20 * M + 1, "disconnected", detail="{}", conn_id=1),
+              event("kraken", T0 + 20 * M + 2, "connect_failed", detail="{}", conn_id=2),
+              event("kraken", T0 + 21 * M, "connected", detail="{}", conn_id=3),
+              event("kraken", T0 + 71 * M, "disconnected", detail="{}", conn_id=1),
+              event("kraken", T0 + 79 * M, "connected", detail="{}", conn_id=2),
+              event("kraken", T0 + 90 * M, "checksum_mismatch", symbol="BTC/USD",
+                    channel="book", detail="{}", conn_id=2),
               # a crashed collector writes no "disconnected": the supervisor's restart counts
-              ("kraken", T0 + 100 * M, "collector_restarted", None, None, "{}", None)]
+              event("kraken", T0 + 100 * M, "collector_restarted", detail="{}")]
     write(root, {"trades": trades, "book": book, "events": events})
     return root
 

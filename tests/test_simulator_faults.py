@@ -263,7 +263,7 @@ def _flag_maintenance(s):
 
 
 def _flag_invalidate_tokens(s):
-    from tests.test_simulator_rest import token
+    from tests.simulator_helpers import token
 
     tok = token(s)
     time.sleep(1.0)

@@ -17,8 +17,8 @@ from tests.simulator_helpers import (
     loads_exact,
     new_books,
     subscribe_book,
+    token,
 )
-from tests.test_simulator_rest import token
 
 
 @pytest.fixture(scope="module")

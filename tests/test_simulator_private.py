@@ -7,8 +7,7 @@ import json
 import pytest
 
 from recorder.simulator.testing import SimulatorProcess
-from tests.simulator_helpers import Client
-from tests.test_simulator_rest import token
+from tests.simulator_helpers import Client, token
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from tests.simulator_helpers import (
     ClientBook,
     book_check,
     loads_exact,
+    token,
     v2_book_message,
 )
-from tests.test_simulator_rest import token
 
 
 def is_data(text: str) -> bool:

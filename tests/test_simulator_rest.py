@@ -11,8 +11,13 @@ import urllib.request
 import pytest
 
 from recorder.exchanges.kraken.signer import api_sign
-from recorder.simulator.testing import DEMO_API_KEY, DEMO_API_SECRET, SimulatorProcess
-from tests.simulator_helpers import DATA, Client
+from recorder.simulator.testing import SimulatorProcess
+from tests.simulator_helpers import (
+    DATA,
+    Client,
+    post,
+    token,
+)
 
 
 def get(sim, path: str, **query) -> dict:
@@ -22,23 +27,8 @@ def get(sim, path: str, **query) -> dict:
         return json.loads(resp.read())
 
 
-def post(sim, path: str, body: str, key: str = DEMO_API_KEY, sign: str | None = None,
-         secret: str = DEMO_API_SECRET) -> dict:
-    nonce = urllib.parse.parse_qs(body).get("nonce", [""])[0]
-    sign = sign if sign is not None else api_sign(path, nonce, body, secret)
-    req = urllib.request.Request(
-        sim.urls["rest"] + path, data=body.encode(), method="POST",
-        headers={"API-Key": key, "API-Sign": sign,
-                 "Content-Type": "application/x-www-form-urlencoded"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 200
-        return json.loads(resp.read())
 
 
-def token(sim) -> str:
-    reply = post(sim, "/0/private/GetWebSocketsToken", f"nonce={time.time_ns() // 1000}")
-    assert reply["error"] == []
-    return reply["result"]["token"]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import duckdb
 from sinks import journal, publisher
 from sinks.parquet_sink import ParquetSink
 from sinks.reporting import Reporter
-from tests.test_sink_convert import row
+from tests.rows import row
 
 
 def _trades(n: int, start: int) -> list[tuple]:

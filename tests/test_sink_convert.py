@@ -10,20 +10,13 @@ import pytest
 
 from recorder.core.schema import TABLES, arrow_schema
 from sinks.convert import columns_to_batch, rows_to_batch
-
-
-def row(table: str, **values: object) -> tuple:
-    values.setdefault("exchange", "kraken")
-    return tuple(values.get(c.name) for c in TABLES[table])
+from tests.rows import row, us
 
 
 def col(batch: pa.RecordBatch, name: str) -> list:
     return batch.column(batch.schema.get_field_index(name)).to_pylist()
 
 
-def us(text: str) -> int:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
 
 
 def utc(text: str) -> datetime:

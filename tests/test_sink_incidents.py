@@ -15,7 +15,7 @@ import pytest
 from sinks import incidents, journal, writer
 from sinks.incidents import SIZE, IncidentFile, take_abandoned
 from sinks.parquet_sink import ParquetSink, SinkError
-from tests.test_sink_convert import row, us
+from tests.rows import row, us
 
 T0 = us("2026-11-22T04:00:00Z")
 

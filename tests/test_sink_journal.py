@@ -21,7 +21,7 @@ from sinks.finalize import finalize_segment, recover
 from sinks.journal import SegmentInfo, SegmentWriter, read_segment, segment_files
 from sinks.journal_readers import pending_batches
 from sinks.parquet_sink import ParquetSink
-from tests.test_sink_convert import row, us
+from tests.rows import row, us
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = us("2026-11-22T04:00:00Z")
@@ -49,7 +49,7 @@ CHILD = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, {root!r})
     from sinks.parquet_sink import ParquetSink
-    from tests.test_sink_convert import row
+    from tests.rows import row
     sink = ParquetSink({data!r}, "kraken", journal_interval=0.05, source="child",
                        rotate_seconds=86400)
     next_id = 0

@@ -17,7 +17,7 @@ from sinks import journal, parquet_sink, writer
 from sinks.journal_readers import pending_batches
 from sinks.parquet_format import read_file_metadata
 from sinks.parquet_sink import ParquetSink, SinkError
-from tests.test_sink_convert import row, us
+from tests.rows import row, us
 
 T0 = us("2026-11-22T04:00:00Z")
 

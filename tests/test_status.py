@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from recorder.analysis.status import collect_status, collector_of, render, status
 from recorder.simulator.testing import SimulatorProcess
-from tests.test_reliability import _config, _state, supervised, wait_until
+from tests.e2e import _config, _state, supervised, wait_until
 
 app = typer.Typer()
 app.command()(status)

@@ -7,16 +7,12 @@ connection, so retries, credential errors and thread safety are tested without a
 
 from __future__ import annotations
 
-import hmac
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import pytest
 
@@ -28,119 +24,14 @@ from recorder.exchanges.kraken.rest import (
     PrivateClient,
     TransientError,
 )
-from recorder.exchanges.kraken.signer import api_sign
 from recorder.exchanges.kraken.token import TokenError, TokenHelper
-from tests.sentinel import SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET
+from tests.fakes import KEY, OTHER_SECRET, SECRET, FakeClock, FakeKraken
 
 ROOT = Path(__file__).resolve().parents[1]
-# The session's sentinels (tests/sentinel_plugin.py proves they leak nowhere).
-KEY, SECRET, OTHER_SECRET = SENTINEL_KEY, SENTINEL_SECRET, WRONG_SECRET
 
 
-class FakeKraken:
-    """A GetWebSocketsToken endpoint on loopback. ``script`` lists what the next requests
-    get: an error string (Kraken's error array), "DROP" (connection closed without an
-    answer), "TRUNCATE" (an answer cut off mid-body), "GARBLE" (no valid status line),
-    "HTTP500", or None (a token)."""
-
-    def __init__(self, key: str = KEY, secret: str = SECRET, expires: int = 900,
-                 delay: float = 0.0) -> None:
-        self.key, self.secret, self.expires, self.delay = key, secret, expires, delay
-        self.script: list[str | None] = []
-        self.requests: list[dict] = []
-        self.issued: list[str] = []
-        self.nonce_errors = 0
-        self._last_nonce = -1
-        self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
-                                        daemon=True)
-
-    def __enter__(self) -> FakeKraken:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict] | str:
-        import time
-
-        if self.delay:
-            time.sleep(self.delay)
-        with self._lock:
-            self.requests.append({"path": path, "headers": headers, "body": body})
-            step = self.script.pop(0) if self.script else None
-            if step in ("DROP", "TRUNCATE", "GARBLE"):
-                return step
-            if step == "HTTP500":
-                return 500, {"error": []}
-            if step is not None:
-                return 200, {"error": [step]}
-            if headers.get("api-key") != self.key:
-                return 200, {"error": ["EAPI:Invalid key"]}
-            fields = dict(parse_qsl(body.decode()))
-            nonce = fields.get("nonce", "")
-            try:
-                expected = api_sign(path, nonce, body, self.secret)
-            except ValueError:
-                expected = ""
-            if not hmac.compare_digest(headers.get("api-sign", ""), expected):
-                return 200, {"error": ["EAPI:Invalid signature"]}
-            if not nonce.isdigit() or int(nonce) <= self._last_nonce:
-                self.nonce_errors += 1
-                return 200, {"error": ["EAPI:Invalid nonce"]}
-            self._last_nonce = int(nonce)
-            token = f"tok{len(self.issued):04d}"
-            self.issued.append(token)
-            return 200, {"error": [], "result": {"token": token, "expires": self.expires}}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                reply = fake.answer(self.path, headers, body)
-                if isinstance(reply, str):
-                    if reply == "TRUNCATE":
-                        self.send_response(200)
-                        self.send_header("Content-Type", "application/json")
-                        self.send_header("Content-Length", "200")
-                        self.end_headers()
-                        self.wfile.write(b'{"error":[],"result":{"tok')
-                    elif reply == "GARBLE":
-                        self.wfile.write(b"KRAKEN IS HAVING A MOMENT\r\n\r\n")
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                status, doc = reply
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import KEY, OTHER_SECRET, SECRET, FakeKraken
 from tests.sentinel import assert_clean
-from tests.test_token import KEY, OTHER_SECRET, SECRET, FakeKraken
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,11 @@ files written before a column was added still read, the missing column as NULL) 
 journaled but not yet published (``<data>/.journal/<table>/*.arrows``), so rows are queryable
 about one journal interval after they arrive.
 
+``data`` may be an object store, ``s3://bucket/prefix`` (configured by the AWS environment
+variables, see docs/storage.md): the views then read its files through an fsspec file system
+registered with DuckDB (over pyarrow's S3 client; DuckDB's httpfs extension is not needed).
+Only uploaded files are read there: rows still in a recording host's spool are not.
+
 A connection is a snapshot taken when it is opened: the list of Parquet files and the
 journaled rows are read then. Open a new one (``recorder query`` does, every call) to see
 newer rows. A journal segment whose Parquet file was already published (the two coexist for a
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -40,6 +45,7 @@ from recorder.analysis.sql import (  # noqa: F401  (re-exported: the notebook AP
     to_arrow,
     unknown_table_message,
 )
+from recorder.core.location import parse_store_url
 from recorder.core.schema import TABLES
 from recorder.core.times import (  # noqa: F401  (re-exported: the notebook API)
     DatasetError,
@@ -64,6 +70,11 @@ ORDER_COLUMNS = ("_file", "_row")
 
 
 def parquet_files(data: Path, table: str) -> list[Path]:
+    store = parse_store_url(data)
+    if store is not None:  # keys as paths: p.parent.name is still the date=... folder
+        from sinks.object_store import S3Store
+
+        return [PurePosixPath(k) for k in S3Store(store).parquet_files(table)]
     folder = data / table
     if not folder.is_dir():
         return []
@@ -78,6 +89,8 @@ def journal_segments(data: Path, table: str) -> list[Path]:
 
 def available_tables(data: Path | str) -> list[str]:
     """Tables with at least one Parquet file or journal segment under ``data``."""
+    if parse_store_url(data) is not None:
+        return [t for t in TABLES if parquet_files(data, t)]
     data = Path(data)
     return [t for t in TABLES if parquet_files(data, t) or journal_segments(data, t)]
 
@@ -137,7 +150,8 @@ class Dataset:
 
     def __init__(self, data: Path | str, *, journal: bool = True,
                  database: str = ":memory:", threads: int | None = None) -> None:
-        self.data = Path(data)
+        self.store = parse_store_url(data)  # s3://...: the object store (no journal there)
+        self.data: Any = self.store.url if self.store else Path(data)
         self.journal = journal
         import duckdb
 
@@ -145,17 +159,23 @@ class Dataset:
         self.con.execute("SET TimeZone = 'UTC'")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        if self.store is not None:
+            from sinks.object_store import S3Store
+
+            self.s3 = S3Store(self.store)
+            self.con.register_filesystem(self.s3.fsspec())
         self.files: dict[str, list[Path]] = {}
         self.pending: dict[str, pa.Table] = {}
         for table in TABLES:
-            if journal:
+            if journal and self.store is None:
                 # Journal first, then the file list: a segment published in between shows
                 # up as a file (and is dropped from the journal part), never in neither.
                 pending = read_journal(self.data, table)
                 if pending is not None:
                     self.pending[table] = pending
                     self.con.register(f"_journal_{table}", pending)
-            self.files[table] = parquet_files(self.data, table)
+            self.files[table] = (parquet_files(self.data, table) if self.store is None else
+                                 [PurePosixPath(k) for k in self.s3.parquet_files(table)])
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {self.source_sql(table)}")
 
     # -- SQL sources -------------------------------------------------------------------
@@ -170,9 +190,13 @@ class Dataset:
         parts = [empty_select(table, order)]
         files = self.files.get(table) or []
         if files:
-            if live:
+            if live and self.store is not None:
+                src = sql_str(f"s3://{self.store.key(table)}/exchange=*/date=*/*.parquet")
+            elif live:
                 src = sql_str(str((self.data / table).resolve() / "exchange=*" / "date=*" /
                                   "*.parquet"))
+            elif self.store is not None:
+                src = "[" + ", ".join(sql_str(f"s3://{p}") for p in files) + "]"
             else:
                 src = "[" + ", ".join(sql_str(str(p.resolve())) for p in files) + "]"
             extra = ", filename AS _file, file_row_number AS _row" if order else ""
@@ -306,5 +330,6 @@ class Dataset:
 
 
 def open_dataset(data: Path | str, **kw: Any) -> Dataset:
-    """Open ``data`` (a directory written by ``recorder run``) for analysis."""
+    """Open ``data`` (a directory written by ``recorder run``, or the object store it
+    uploads to: ``s3://bucket/prefix``) for analysis."""
     return Dataset(data, **kw)

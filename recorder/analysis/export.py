@@ -171,12 +171,16 @@ def tardis_incremental_sql(ds: Dataset, symbols: Any = None, start: Any = None,
 
 
 def _symbols_for(ds: Dataset, symbols: Any, table: str = "book") -> list[str]:
-    have = ds.symbols(table) if ds.has_rows(table) else []
+    """The symbols to export, one book each: a symbol recorded from several exchanges is
+    exported once per exchange, named ``exchange:symbol`` (books are never interleaved)."""
+    recorded = ds.exchanges_of(table) if ds.has_rows(table) else {}
+    have = list(recorded)
     if symbols is None:
-        return have
+        return [name if len(exs) == 1 else f"{ex}:{name}"
+                for name, exs in recorded.items() for ex in exs]
     wanted = [s.strip() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
               if s.strip()]
-    missing = [s for s in wanted if s not in have]
+    missing = [s for s in wanted if s.rpartition(":")[2] not in have]
     if missing:
         raise DatasetError(f"no {table} rows for {', '.join(missing)}; recorded: "
                            f"{', '.join(have) or 'none'}")

@@ -17,6 +17,7 @@ import duckdb
 
 from recorder.analysis.dataset import Dataset, empty_select, parquet_files, sql_str
 from recorder.analysis.dataset import available_tables as _available_tables
+from recorder.core.location import parse_store_url
 from recorder.core.schema import TABLES
 
 
@@ -43,6 +44,9 @@ def write_catalog(data: Path | str, database: Path | str) -> list[str]:
     """Write a DuckDB database file whose views read ``data``'s Parquet files (live: new
     files show up in every query). Returns the tables that had files. Tables with no file
     yet are empty views: run it again once they have one."""
+    if parse_store_url(data) is not None:
+        raise ValueError("a catalog file cannot read an object store on its own (its views "
+                         "would need the fsspec file system); use connect(\"s3://...\")")
     data = Path(data)
     con = duckdb.connect(str(database))
     try:

@@ -135,7 +135,7 @@ def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
         rows = ds.con.execute(
             f"SELECT update_id, epoch_us(ts_recv), depth, sequence IS NOT NULL FROM book "
             f"WHERE date = DATE '{day}' "
-            f"AND symbol = {sql_str(symbol)} AND is_snapshot AND ts_recv <= {ts_literal(at_us)}"
+            f"AND {_symbol_is(symbol)} AND is_snapshot AND ts_recv <= {ts_literal(at_us)}"
             f"{depth_term} ORDER BY update_id DESC LIMIT 1").fetchall()
         if rows:
             return rows[0]
@@ -158,7 +158,7 @@ def _last_checkpoint(ds: Dataset, symbol: str, depth: int | None, after_update: 
             break
         rows = ds.con.execute(
             "SELECT update_id, epoch_us(min(ts_recv)) FROM book_checkpoints "
-            f"WHERE date = DATE '{day}' AND symbol = {sql_str(symbol)} AND {_depth_is(depth)} "
+            f"WHERE date = DATE '{day}' AND {_symbol_is(symbol)} AND {_depth_is(depth)} "
             f"AND update_id > {int(after_update)} AND ts_recv <= {ts_literal(at_us)} "
             "GROUP BY update_id HAVING count(*) = min(levels) AND min(levels) = max(levels) "
             "AND count(price) = count(*) AND count(qty) = count(*) "
@@ -191,6 +191,35 @@ def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = N
     return start
 
 
+def split_symbol(symbol: str) -> tuple[str | None, str]:
+    """``"kucoin:BTC/USDT"`` -> ("kucoin", "BTC/USDT"); a plain symbol has no exchange."""
+    exchange, sep, name = symbol.partition(":")
+    return (exchange, name) if sep else (None, symbol)
+
+
+def _symbol_is(symbol: str) -> str:
+    exchange, name = split_symbol(symbol)
+    cond = f"symbol = {sql_str(name)}"
+    return cond if exchange is None else f"{cond} AND exchange = {sql_str(exchange)}"
+
+
+def _one_exchange(ds: Dataset, symbol: str) -> None:
+    """A book is rebuilt from one exchange's rows: a symbol recorded from several exchanges
+    must be named with its exchange (``kucoin:BTC/USDT``), never interleaved."""
+    exchange, name = split_symbol(symbol)
+    if exchange is not None:
+        return
+    folders = {p.parent.parent.name for p in ds.files.get("book") or []}
+    if len(folders) < 2 and "book" not in ds.pending:
+        return
+    found = [r[0] for r in ds.con.execute(
+        f"SELECT DISTINCT exchange FROM book WHERE symbol = {sql_str(name)} ORDER BY 1"
+    ).fetchall()]
+    if len(found) > 1:
+        raise DatasetError(f"{name} was recorded from {' and '.join(found)}: name one, e.g. "
+                           f"{found[-1]}:{name}")
+
+
 def _depth_is(depth: int | None) -> str:
     return "depth IS NULL" if depth is None else f"depth = {int(depth)}"
 
@@ -201,7 +230,7 @@ def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int,
     [start_us, end_us], or None."""
     depth_term = f"AND depth = {int(book_depth)} " if book_depth else ""
     rows = ds.con.execute(
-        f"SELECT depth, sequence IS NOT NULL FROM book WHERE symbol = {sql_str(symbol)} "
+        f"SELECT depth, sequence IS NOT NULL FROM book WHERE {_symbol_is(symbol)} "
         f"AND is_snapshot {depth_term}AND ts_recv >= {ts_literal(start_us)} "
         f"AND ts_recv <= {ts_literal(end_us)} "
         f"AND date BETWEEN DATE '{date_of(start_us)}' AND DATE '{date_of(end_us)}' "
@@ -228,6 +257,7 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
     the snapshot the book started from, levels kept per side: the cut ``_fold`` applies)."""
     if "book" not in ds.tables():
         raise DatasetError(f"no book rows recorded in {ds.data}")
+    _one_exchange(ds, symbol)
     # For a series of changes from start_us, a checkpoint must be older than start_us:
     # frames of one socket read share a ts_recv, so a checkpoint taken at start_us may
     # already hold messages received at start_us, whose changes the series must report.
@@ -243,7 +273,7 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
             return empty, None, None, None
         first_us, (depth, cut) = start_us, first
         lower = f"ts_recv >= {ts_literal(start_us)}"
-    where = f"symbol = {sql_str(symbol)} AND {_depth_is(depth)}"
+    where = f"{_symbol_is(symbol)} AND {_depth_is(depth)}"
     parts = []
     if start is not None and start.kind == "checkpoint":
         lower = f"update_id > {start.update_id}"
@@ -255,7 +285,7 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
         parts.append(
             f"SELECT {start.update_id}::BIGINT AS update_id, ts_recv, {tx} AS ts_exchange, side,"
             " price, qty, true AS is_snapshot, true AS verified, '' AS _file, 0::BIGINT AS _row"
-            f" FROM book_checkpoints WHERE {day} AND symbol = {sql_str(symbol)} AND "
+            f" FROM book_checkpoints WHERE {day} AND {_symbol_is(symbol)} AND "
             f"{_depth_is(cut)} AND update_id = {start.update_id}")
     parts.append(
         f"SELECT {_BOOK_COLUMNS}, _file, _row FROM ({ds.source_sql('book', order=True)}) "
@@ -526,7 +556,7 @@ def book_at(ds: Dataset, symbol: str, at: Any, depth: int = 10,
     _check_levels(depth)
     rows, sub_depth, snap_us, cut = book_rows(ds, symbol, at_us, at_us, book_depth,
                                               checkpoints=checkpoints)
-    book = Book(symbol, to_datetime(at_us), depth=sub_depth)
+    book = Book(split_symbol(symbol)[1], to_datetime(at_us), depth=sub_depth)
     if snap_us is None:
         return book
     em = _fold(rows, cut, depth)
@@ -584,7 +614,7 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
                    skip_unverified=skip, progress=progress)
     recv, exch = _msg_times(rows, em)
     cols: dict[str, Any] = {
-        "symbol": pa.array([symbol] * len(em.times), pa.string()),
+        "symbol": pa.array([split_symbol(symbol)[1]] * len(em.times), pa.string()),
         "ts": _ts_array(em.times),
         "ts_exchange": _ts_array(exch),
         "last_update": _ts_array(recv),

@@ -28,25 +28,32 @@ from typing import Any
 import typer
 
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES
-from sinks.layout import PARQUET_NAME
+from sinks.layout import PARQUET_NAME, host_name
 
 # What counts as a gap in the data: the connection ended, or the process died.
 PROBLEM_KINDS = ("stale", "checksum_mismatch", "sequence_gap", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
                  "sink_backpressure", "value_unconvertible", "collector_failed",
                  "events_dropped", "sink_writer_died", "sink_close_incomplete",
-                 "credentials_refused", "resync_failed")
+                 "credentials_refused", "resync_failed", "store_unreachable", "upload_failed",
+                 "spool_dropped", "upload_pending_at_stop", "reconcile_failed",
+                 "snapshot_failed", "rotation_failed")
 
 # The file name within a path (DuckDB's filename column): group 3 is the source.
 _FILE_SOURCE = PARQUET_NAME.pattern.lstrip("^")
 _SEGMENT_SOURCE = re.compile(r"^[^-]+-\d{4}-\d{2}-\d{2}-(.+)-\d{4,}$")
-_PID_SUFFIX = re.compile(r"-\d+$")
+# "-<pid>", and "-<pid>-stop" (events an uploading sink stores at a clean stop)
+_PID_SUFFIX = re.compile(r"-\d+(?:-stop)?$")
 _HEARTBEAT_SECONDS = 5.0  # how often a collector rewrites its heartbeat file
 
 
-def collector_of(source: str) -> str:
-    """``pub-public-4242`` -> ``pub-public``; the supervisor's own files keep their name."""
-    return _PID_SUFFIX.sub("", source) if not source.startswith("supervisor-") else "supervisor"
+def collector_of(source: str, host: str | None = None) -> str:
+    """``pub-public-vm1-4242`` -> ``pub-public`` (this host's name goes too: ``host``,
+    default ``sinks.layout.host_name()``); the supervisor's own files keep their name."""
+    if source.startswith("supervisor-"):
+        return "supervisor"
+    key = _PID_SUFFIX.sub("", source)
+    return key.removesuffix(f"-{host or host_name()}")
 
 
 def _alive(pid: Any) -> bool:
@@ -200,13 +207,58 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
             entry["last_message_age_s"] = age if prev is None else min(prev, age)
     con.close()
     collectors.pop("supervisor", None)
+    store = upload_status(data, now)
 
     for entry in collectors.values():
         ev = entry["events"]
         entry["gaps"] = sum(ev.get(k, 0) for k in GAP_EVENT_KINDS)
         entry["integrity_failures"] = sum(ev.get(k, 0) for k in INTEGRITY_EVENT_KINDS)
-    return {"data": str(data), "now": now, "window_s": window,
-            "collectors": dict(sorted(collectors.items()))}
+    out = {"data": str(data), "now": now, "window_s": window,
+           "collectors": dict(sorted(collectors.items()))}
+    if store is not None:
+        out["store"] = store
+    return out
+
+
+def upload_status(data: Path, now: float) -> dict | None:
+    """The object store a spool uploads to: files waiting (the spool size), the age of the
+    oldest one (the upload lag), the last upload and error (None for a plain directory)."""
+    from recorder.core.location import read_marker
+    from sinks.uploader import read_states, waiting_files
+
+    store = read_marker(data)
+    if store is None:
+        return None
+    files = waiting_files(data)
+    states = read_states(data)
+    live = [s for s in states if s.get("running") and _alive(s.get("pid"))]
+    last = max((s["last_upload_at"] for s in states if s.get("last_upload_at")), default=None)
+    failing = [s for s in live if s.get("failing_since")]
+    return {
+        "store": store.url, "spool": str(data), "waiting_files": len(files),
+        "waiting_bytes": sum(w.size for w in files),
+        "upload_lag_s": round(now - min(w.ctime for w in files), 1) if files else 0.0,
+        "last_upload_age_s": round(now - last, 1) if last else None,
+        "uploaders": len(live),
+        "failing_since_s": (round(now - min(s["failing_since"] for s in failing), 1)
+                            if failing else None),
+        "last_error": next((s.get("last_error") for s in failing), None),
+        "dropped_files": sum(s.get("dropped_files") or 0 for s in states),
+    }
+
+
+def _render_store(st: dict) -> list[str]:
+    mb = st["waiting_bytes"] / 1e6
+    line = (f"store {st['store']}: spool {st['spool']} holds {st['waiting_files']} file(s), "
+            f"{mb:,.1f} MB; upload lag {st['upload_lag_s']:.0f} s; last upload "
+            f"{_age(st['last_upload_age_s'])}; {st['uploaders']} uploader(s) running")
+    out = [line]
+    if st.get("failing_since_s") is not None:
+        out.append(f"  uploads failing for {st['failing_since_s']:.0f} s: {st['last_error']}")
+    if st.get("dropped_files"):
+        out.append(f"  {st['dropped_files']} file(s) dropped by the spool quota "
+                   "(spool_dropped events)")
+    return out
 
 
 def _age(seconds: float | None) -> str:
@@ -231,6 +283,8 @@ def render(report: dict) -> str:
     now = datetime.fromtimestamp(report["now"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     span = f"{window / 60:.0f} min" if window < 7200 else f"{window / 3600:.0f} h"
     out = [f"{data}: {len(report['collectors'])} collector(s), {now}, last {span}"]
+    if report.get("store"):
+        out += _render_store(report["store"])
     if not report["collectors"]:
         out.append(f"nothing recorded in {data} in the last {span} and no collector state "
                    "(start one with `recorder run CONFIG --data DIR`)")
@@ -287,7 +341,8 @@ def render(report: dict) -> str:
 
 
 def status(
-    data: Path = typer.Option(Path("data"), "--data", help="Data directory."),
+    data: Path = typer.Option(Path("data"), "--data", help="Data directory, or "
+                              "s3://bucket/prefix (this host's spool of it)."),
     window: float = typer.Option(3600.0, "--window", min=60,
                                  help="Look back this many seconds (default: one hour)."),
     fmt: str = typer.Option("text", "--format", help="text or json."),
@@ -301,6 +356,14 @@ def status(
     if fmt not in ("text", "json"):
         typer.echo(f"error: --format {fmt!r} is not supported; allowed: text, json", err=True)
         raise typer.Exit(2)
+    from recorder.core.location import is_store_url, resolve
+
+    if is_store_url(data):  # s3://...: this host's spool of that store
+        try:
+            data = resolve(data)[0]
+        except ValueError as e:
+            typer.echo(f"error: --data: {e}", err=True)
+            raise typer.Exit(2) from None
     if not data.is_dir():
         typer.echo(f"error: no data directory {data} (record with `recorder run`, or pass "
                    "--data DIR)", err=True)

@@ -54,6 +54,9 @@ CREDENTIAL_REFUSALS_FATAL = 3
 # given up (the old one goes on; the rotation is tried again later).
 _ROTATION_TIMEOUT = 30.0
 _ROTATION_RETRY = 60.0
+# After a switch, rows identical to what the old connection delivered last are dropped for
+# this long: the new connection may deliver its copies a moment after the old one.
+_SETTLE_SECONDS = 3.0
 # Tables whose rows a rotation's overlap may deliver twice; a row's content without its
 # receive time tells the copies apart. (Book rows are not among them: the new connection's
 # rows start with a snapshot, which replaces the book.)
@@ -140,6 +143,11 @@ class Collector:
         self._next_rotation_try = 0.0
         # Rows the old connection delivered while its replacement opened (see _switch).
         self._overlap_seen: dict[str, list[tuple]] = {}
+        # After a switch, the new connection may still deliver, a moment later, rows the
+        # old one delivered last: they are dropped until then (see _flush).
+        self._settling: set | None = None
+        self._settle_until = 0.0
+        self._late_duplicates = 0
 
     # -- public -----------------------------------------------------------------------
 
@@ -172,6 +180,11 @@ class Collector:
                                                      gap_started_us=gap_started))
                 self.stop_event.wait(delay)
         finally:
+            if self.feed.poll is not None:
+                try:
+                    self.feed.poll(self.rows, True)
+                except Exception:  # noqa: BLE001 - stopping must finish the files anyway
+                    log.exception("the feed's last poll failed")
             self._flush()
             if self._workers is not None:
                 self._workers.shutdown(wait=False, cancel_futures=True)
@@ -214,6 +227,8 @@ class Collector:
             ts = time.time_ns() // 1000
             for endpoint, text in plan.raw_records:
                 rows["raw"].append((self.exchange, ts, conn.conn_id, endpoint, text))
+        for table, prepared in plan.rows.items():
+            rows[table].extend(prepared)
         if plan.ready_kind is None:
             self._subscribe(conn)
         return conn
@@ -336,6 +351,8 @@ class Collector:
                                         reason=why))
             return why
         self._drain_snapshots()
+        if self.feed.poll is not None:
+            self.feed.poll(self.rows, False)  # e.g. fills reconciled from REST history
         if self.pending_resyncs.pending:
             failed = self._drive_resyncs(conn.ws, now)
             if failed:
@@ -651,6 +668,8 @@ class Collector:
                 for r in rows}
         self._overlap_seen = {}
         kept, dropped = self._merge(new, seen)
+        self._settling, self._settle_until = seen, time.monotonic() + _SETTLE_SECONDS
+        self._late_duplicates = 0
         old.reader.close(timeout=0.2)
         self.rotations += 1
         new.rows = self.rows
@@ -694,6 +713,11 @@ class Collector:
             self.rows[table].extend(rows)
         return kept, dropped
 
+    def _settled(self) -> None:
+        """The switch's window for late duplicates is over: say how many it dropped."""
+        self._settling = None
+        self._event("rotation_settled", detail(late_duplicates_dropped=self._late_duplicates))
+
     # -- credentials ------------------------------------------------------------------
 
     def _credentials_refused(self, e: CredentialError) -> None:
@@ -718,9 +742,18 @@ class Collector:
             self._next_checkpoint = time.monotonic() + self._checkpoint_every
             rows["book_checkpoints"].extend(self.books.checkpoint_rows())
         rotating = self._rotation is not None
+        if self._settling is not None and time.monotonic() >= self._settle_until:
+            self._settled()
+        settling = self._settling
         for table, pending in rows.items():
             if pending:
                 rows[table] = []
+                if settling and table in _DEDUPED_TABLES:
+                    fresh = [r for r in pending if (table, _content(table, r)) not in settling]
+                    self._late_duplicates += len(pending) - len(fresh)
+                    pending = fresh
+                    if not pending:
+                        continue
                 if rotating and table in _DEDUPED_TABLES:
                     # What the old connection delivers while its replacement opens: the
                     # replacement's copies of these rows are dropped at the switch.

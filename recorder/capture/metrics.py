@@ -29,14 +29,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES, column_index
 from recorder.core.secrets import CredentialError
 
 log = logging.getLogger("recorder.metrics")
+_encode = msgspec.json.Encoder().encode
 
 METRICS_DIR_ENV = "RECORDER_METRICS_DIR"
 FILE_SUFFIX = ".json"
-PUBLISH_SECONDS = 0.5
+PUBLISH_SECONDS = 0.25
 # Receive lag (ts_recv - ts_exchange) buckets, in seconds; negative lags (a local clock behind
 # the exchange's) fall in the first one.
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -230,8 +233,7 @@ class CollectorMetrics:
                 "rotations": getattr(c, "rotations", 0) if c is not None else 0,
                 "token_fetches": self.token_fetches,
                 "token_fetch_failures": self.token_fetch_failures,
-                "credentials_refused": self.credentials_refused
-                + events.get("credentials_refused", 0),
+                "credentials_refused": self.credentials_refused,
                 "sink_blocked_seconds": float(stats.get("blocked_seconds") or 0.0),
             },
             "rows": journaled,
@@ -288,7 +290,7 @@ class CollectorMetrics:
         snap["final"] = final
         try:
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(snap, separators=(",", ":")))
+            tmp.write_bytes(_encode(snap))
             os.replace(tmp, self.path)
         except OSError as e:  # metrics must never stop the recording
             log.debug("cannot publish metrics to %s: %s", self.path, e)

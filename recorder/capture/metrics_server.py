@@ -17,7 +17,7 @@ live processes, plus the totals folded from its dead processes. A file whose pro
 supervisor has reaped is added to those totals once and deleted; so a restart (kill -9
 included) neither resets a counter nor counts a process twice, and the directory holds one
 file per live collector however often they restart. At most the counts of the last publish
-interval (0.5 s) before a kill -9 are never published: the same order as the data a kill -9
+interval (0.25 s) before a kill -9 are never published: the same order as the data a kill -9
 loses (one journal interval). The supervisor adds its own events (``collector_restarted``,
 ``collector_failed``) to the collector they describe.
 
@@ -391,9 +391,10 @@ class RecorderCollector:
                 rows.add_metric([*labels, table], n)
             for name, fam in simple.items():
                 fam.add_metric(labels, t["counters"].get(name, 0))
+            # Every kind from 0 on: an alert on increase() needs the series before its
+            # first failure (a series born at 1 shows no increase).
             for kind in INTEGRITY_EVENT_KINDS:
-                if kind in t["integrity"] or kind in t["events"]:
-                    integrity.add_metric([*labels, kind], t["integrity"].get(kind, 0))
+                integrity.add_metric([*labels, kind], t["integrity"].get(kind, 0))
             for kind, n in sorted(t["events"].items()):
                 events.add_metric([*labels, kind], n)
             for kind, n in sorted(t["sink_problems"].items()):

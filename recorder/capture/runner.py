@@ -35,9 +35,10 @@ def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
             url: str | None, early_stop: threading.Event | None = None) -> int:
     """Record one role of ``cfg`` until stopped; raise StartupError if it cannot start."""
     from recorder.capture.collector import Collector
+    from sinks.layout import host_name
     from sinks.parquet_sink import ParquetSink, SinkError, SinkUnavailable, is_transient
 
-    root = data or cfg.output_path
+    root, store = data_location(cfg, data)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -48,6 +49,12 @@ def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
         raise StartupError(f"cannot create the data directory {root}: {e.strerror}") from None
     if not os.access(root, os.W_OK):
         raise StartupError(f"the data directory {root} is not writable")
+    uploads = None
+    if store is not None:  # s3://...: root is the local spool (docs/storage.md)
+        from recorder.core.location import write_marker
+
+        uploads = open_store(store)
+        write_marker(root, store)
     spec = cfg.spec
     try:
         if role != "private" and spec.public_uses_credentials and _has_credentials(cfg):
@@ -67,29 +74,78 @@ def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
                            max_file_bytes=cfg.max_file_mb * 1024 * 1024,
                            journal_interval=cfg.journal_interval,
                            max_queued_rows=MAX_QUEUED_ROWS, row_group_rows=ROW_GROUP_ROWS,
-                           source=f"{cfg.name}-{role}-{os.getpid()}")
+                           source=f"{cfg.name}-{role}-{host_name()}-{os.getpid()}")
     except SinkUnavailable as e:  # a full disk at start-up: the supervisor retries (75)
         raise StartupError(f"{e}; the supervisor retries", TEMPFAIL_EXIT) from None
     except SinkError as e:  # e.g. a read-only or unusable data directory: one line, exit 2
         raise StartupError(str(e)) from None
+    if uploads is not None:
+        sink = _uploading(sink, cfg, root, *uploads)
     heartbeat = root / ".status" / f"{cfg.name}-{role}.collector.json"
-    # --metrics-port: counted for the supervisor's endpoint (nothing changes without it).
-    from recorder.capture import metrics
-    from recorder.capture.supervisor import job_key
+    # --metrics-port: counted for the supervisor's endpoint (recorder/capture/metrics.py;
+    # nothing changes, nothing is imported, without it).
+    counted = None
+    if os.environ.get("RECORDER_METRICS_DIR"):
+        from recorder.capture import metrics
+        from recorder.capture.supervisor import job_key
 
-    sink, counted = metrics.instrument(sink, feed, job_key(cfg, role), cfg.exchange, role)
+        sink, counted = metrics.instrument(sink, feed, job_key(cfg, role), cfg.exchange, role)
     collector = Collector(cfg, sink, feed, duration=duration, heartbeat_path=heartbeat)
-    metrics.attach(counted, collector)
+    if counted is not None:
+        metrics.attach(counted, collector)
     collector.install_signal_handlers()
     if early_stop is not None and early_stop.is_set():
         collector.stop()
-    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, root)
+    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api,
+             f"{store} (spool {root})" if store else root)
     collector.run()
     if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
         raise StartupError(f"{cfg.path}: {collector.failure}")
     log.info("stopped: %d frames, %d book updates verified, %d resyncs",
              collector.frames, collector.books.verified, collector.resyncs)
     return 0
+
+
+def data_location(cfg: Any, data: Path | None) -> tuple[Path, Any]:
+    """The local directory a collector writes and the object store it uploads to (None for
+    a plain directory): ``--data`` (a directory, a spool, or ``s3://...``) or the config."""
+    from recorder.core.location import parse_store_url, resolve
+
+    if data is None:
+        return cfg.output_path, parse_store_url(cfg.output_url)
+    try:
+        return resolve(data, cfg.spool)
+    except ValueError as e:
+        raise StartupError(f"--data: {e}") from None
+
+
+def open_store(store: Any) -> tuple[Any, str | None]:
+    """(the store's client, why it cannot be reached now or None). Wrong credentials, a
+    missing bucket, a refusal: StartupError (one line, exit 2). An unreachable store is not
+    an error: recording starts into the spool, and the caller records why."""
+    from sinks.layout import host_name
+    from sinks.object_store import S3Store, StoreError
+
+    try:
+        client = S3Store(store, host=host_name())
+        S3Store(store, host=host_name(), connect_timeout=3.0, attempts=1).check()
+    except StoreError as e:
+        if e.permanent:
+            raise StartupError(str(e)) from None
+        log.warning("%s; recording into the spool until it answers", e)
+        return client, str(e)
+    return client, None
+
+
+def _uploading(sink: Any, cfg: Any, root: Path, client: Any, unreachable: str | None) -> Any:
+    from sinks.uploader import Uploader, UploadingSink
+
+    if unreachable:
+        sink.reporter.problem("store_unreachable", {"store": client.url, "error": unreachable,
+                                                    "spool": str(root)})
+    uploader = Uploader(root, client, sink.reporter, source=sink.source,
+                        max_spool_bytes=cfg.spool_max_mb * 1024 * 1024)
+    return UploadingSink(sink, uploader, upload_wait=cfg.upload_wait)
 
 
 def _has_credentials(cfg: Any) -> bool:

@@ -44,8 +44,9 @@ _early_stop = threading.Event()
 @app.command()
 def run(
     configs: list[Path] = typer.Argument(..., help="Config files (TOML)."),
-    data: Path | None = typer.Option(None, "--data", help="Data directory (default: the "
-                                     "config's [output] path)."),
+    data: Path | None = typer.Option(None, "--data", help="Data directory or "
+                                     "s3://bucket/prefix (default: the config's [output] "
+                                     "path)."),
     duration: float | None = typer.Option(None, "--duration", min=0.1,
                                           help="Stop after this many seconds."),
     url: str | None = typer.Option(None, "--url", help="Override the public WebSocket URL "
@@ -71,6 +72,7 @@ def run(
              f"{len(loaded)} configs were given")
     if url and not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
+    data = _check_stores(loaded, data)
     from recorder.capture import jobs as job_plan
 
     jobs = job_plan.jobs(loaded)
@@ -91,6 +93,43 @@ def run(
 
     raise typer.Exit(run_many(jobs, data, duration, url, log_level, metrics_port=metrics_port,
                               metrics_host=metrics_host, metrics_token=metrics_token))
+
+
+def _check_stores(loaded: list[Config], data: Path | None) -> Path | None:
+    """``--data s3://...`` or ``[output] path = "s3://..."``: check each object store once,
+    before any collector starts (wrong credentials, a missing bucket: one line, exit 2; an
+    unreachable store is not an error), and hand the collectors the local spool, whose
+    marker names the store (recorder/core/location.py)."""
+    from recorder.core.location import is_store_url, parse_store_url, resolve, write_marker
+
+    if data is not None and not is_store_url(data):
+        return data
+    if data is not None:
+        try:
+            root, store = resolve(data, loaded[0].spool)
+        except ValueError as e:
+            fail(f"--data: {e}")
+        targets, data = [(root, store)], root
+    else:
+        targets = [(c.output_path, parse_store_url(c.output_url)) for c in loaded
+                   if c.output_url]
+    from recorder.capture.runner import StartupError, open_store
+
+    seen = set()
+    for root, store in targets:
+        if store.url in seen:
+            continue
+        seen.add(store.url)
+        try:
+            open_store(store)
+        except StartupError as e:
+            fail(str(e), e.code)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            write_marker(root, store)
+        except OSError:
+            pass  # the collector says why, with the path
+    return data
 
 
 @app.command(hidden=True)

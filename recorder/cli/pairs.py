@@ -32,7 +32,7 @@ def _exchange_of(config: Path | None, name: str | None) -> tuple[ExchangeSpec, s
                                 or not url.startswith(("http://", "https://"))):
             fail(f"{config}: exchange.rest_url: {url!r} is not an http(s) URL", 2)
     try:
-        spec = exchanges.get(name or "kraken")
+        spec = exchanges.get(name or exchanges.DEFAULT_EXCHANGE)
     except KeyError as e:
         fail(str(e.args[0]), 2)
     return spec, url

@@ -25,10 +25,15 @@ from recorder.core.schema import TABLES
 from recorder.core.times import DatasetError, parse_interval, parse_time, to_datetime
 
 FORMATS = ("table", "csv", "json")
-DATA_HELP = "Data directory (what `recorder run --data` wrote)."
+DATA_HELP = ("Data directory (what `recorder run --data` wrote), or the object store "
+             "it uploads to (s3://bucket/prefix).")
 
 
 def _check_data(data: Path) -> None:
+    from recorder.core.location import is_store_url
+
+    if is_store_url(data):  # s3://bucket/prefix: the object store (docs/storage.md)
+        return
     if not data.is_dir():
         fail(f"--data {data}: no such directory (record with `recorder run`, or pass "
               "--data DIR)")
@@ -52,7 +57,15 @@ def _open(data: Path):  # noqa: ANN202
     from recorder.analysis.dataset import open_dataset
 
     _check_data(data)
-    return open_dataset(data)
+    try:
+        return open_dataset(data)
+    except (OSError, ValueError) as e:  # an object store that refuses or cannot be reached
+        from sinks.object_store import describe
+
+        shown = str(data)
+        if shown.startswith("s3:/") and not shown.startswith("s3://"):
+            shown = "s3://" + shown[4:]  # what a Path made of the URL
+        fail(f"--data {shown}: {describe(e)}")
 
 
 def _as_json(rel: Any) -> str:
@@ -136,6 +149,11 @@ def catalog(
     from recorder.analysis.query import write_catalog
 
     _check_data(data)
+    from recorder.core.location import is_store_url
+
+    if is_store_url(data):
+        fail("--data: a catalog file cannot read an object store on its own; query it with "
+             "`recorder query --data s3://...` or open_dataset(\"s3://...\")")
     if database.suffix.lower() not in (".duckdb", ".db", ".ddb"):
         fail(f"{database}: use a .duckdb, .db or .ddb file name")
     try:
@@ -260,7 +278,8 @@ def export(
 
 
 def book(
-    symbol: str = typer.Argument(..., help="Symbol, e.g. BTC/USD."),
+    symbol: str = typer.Argument(..., help="Symbol, e.g. BTC/USD; exchange:symbol "
+                                 "(kucoin:BTC/USDT) when several exchanges recorded it."),
     at: str = typer.Option(..., "--at", help="The moment (ISO-8601 UTC or epoch seconds): "
                            "every message received at or before it is applied."),
     depth: int = typer.Option(10, "--depth", help="Levels per side."),
@@ -275,9 +294,12 @@ def book(
         fail(f"--depth {depth}: levels per side must be 1..1000")
     when = _time(at, "--at")
     ds = _open(data)
-    have = ds.symbols("book") if ds.has_rows("book") else []
-    if symbol not in have:
-        fail(f"{symbol}: no book rows in {data}; recorded: {', '.join(have) or 'none'}")
+    have = ds.exchanges_of("book") if ds.has_rows("book") else {}
+    exchange, _, name = symbol.rpartition(":")
+    if name not in have or (exchange and exchange not in have[name]):
+        listed = ", ".join(f"{ex}:{s}" if len(exs) > 1 else s
+                           for s, exs in have.items() for ex in exs)
+        fail(f"{symbol}: no book rows in {data}; recorded: {listed or 'none'}")
     try:
         b = ds.book(symbol, when, depth=depth)
     except DatasetError as e:

@@ -52,7 +52,7 @@ def token(
             spec = cfg.spec
             url = rest_url or cfg.rest_url
         else:
-            cfg, spec = None, exchanges.get("kraken")
+            cfg, spec = None, exchanges.get(exchanges.DEFAULT_EXCHANGE)
             url = rest_url or spec.default_rest_url
         if not url.startswith(("http://", "https://")):
             fail(f"--rest-url {url!r} is not an http:// or https:// URL", EXIT_FIX_INPUT)

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from recorder import exchanges
+from recorder.core.location import parse_store_url, spool_root
 from recorder.exchanges.base import ExchangeSpec
-
-# Kraken's, for commands that have no config to say otherwise.
-DEFAULT_REST_URL = "https://api.kraken.com"
 
 _SECTIONS = {
     "exchange": {"name", "api", "url", "auth_url", "rest_url"},
-    "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval", "book_checkpoint"},
+    "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval", "book_checkpoint",
+               "spool", "spool_max_mb", "upload_wait"},
     "credentials": {"api_key_env", "api_secret_env", "api_passphrase_env", "key_version",
                     "secrets_file"},
     "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
@@ -80,6 +79,12 @@ class Config:
     max_connection_age: float = 0.0
     api_passphrase_env: str | None = None
     key_version: int | None = None
+    # [output] path = "s3://bucket/prefix": output_path is then the local spool of that
+    # store (recorder/core/location.py), output_url the store. spool: the spool base.
+    output_url: str | None = None
+    spool: Path | None = None
+    spool_max_mb: int = 10_240
+    upload_wait: float = 8.0
 
     @property
     def spec(self) -> ExchangeSpec:
@@ -150,10 +155,20 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
                      schemes=("http", "https"))
     v.rest_url = rest_url
 
-    out_path = Path(v.string(output, "output.path", "data"))
+    path_text = v.string(output, "output.path", "data")
+    try:
+        store = parse_store_url(path_text)
+    except ValueError as e:
+        v.fail("output.path", str(e))
+    spool = v.string(output, "output.spool", None)
+    spool_max_mb = v.number(output, "output.spool_max_mb", 10_240, integer=True, minimum=1)
+    upload_wait = v.number(output, "output.upload_wait", 8.0, minimum=0)
+    out_path = spool_root(store, spool) if store else Path(path_text)
     rotate = v.duration(output, "output.rotate", "1h", example='"1h" or "15m"')
     raw = v.boolean(output, "output.raw", False)
     max_file_mb = v.number(output, "output.max_file_mb", 256, integer=True, minimum=1)
+    if store and max_file_mb > 4096:  # a server-side copy (CopyObject) takes at most 5 GB
+        v.fail("output.max_file_mb", f"at most 4096 with an object store, got {max_file_mb}")
     journal_interval = v.number(output, "output.journal_interval", 1.0, minimum=0.05)
     checkpoint = v.duration(output, "output.book_checkpoint", "1m", example='"1m" or "30s"',
                             off="no checkpoints")
@@ -216,6 +231,9 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
         max_connection_age=float(max_age),
         api_passphrase_env=passphrase_env,
         key_version=key_version,
+        output_url=store.url if store else None,
+        spool=Path(spool).expanduser() if spool else None,
+        spool_max_mb=int(spool_max_mb), upload_wait=float(upload_wait),
     )
 
 

@@ -8,7 +8,8 @@ Python is neither (see docs/architecture.md).
 Input kinds:
 - ``str``: text, dictionary-encoded on disk (low cardinality: exchange, symbol, side...).
 - ``text``: free text (frames, details, ids), not dictionary-encoded.
-- ``price`` / ``qty`` / ``wide``: exact decimal text -> decimal128 (see the DECIMAL_* types).
+- ``price`` / ``qty`` / ``wide`` / ``fee``: exact decimal text -> decimal128 (see the
+  DECIMAL_* types).
 - ``ts_text``: exchange time as integer microseconds, ISO-8601 text
   ("2026-07-07T23:00:03.947173Z"), or None -> timestamp[us, UTC]; nanosecond digits are
   truncated. (Decimal epoch-seconds text, "1618678142.557535", is still read, for rows
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # Bumped whenever a column is added or changes meaning; written into every Parquet file.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # events.kind values that open a gap in the data: a connection that ended (a stale one ends
 # with "stale" then "disconnected", so only the latter counts) and a collector that died
@@ -46,8 +47,11 @@ INTEGRITY_EVENT_KINDS = ("checksum_mismatch", "sequence_gap")
 # scale would cost ``sum(price * qty)`` its headroom: it is DECIMAL(38,20) in DuckDB, exact
 # up to 10^18 of quote currency. A value that does not fit is never rounded: the sink nulls
 # it and records a ``value_unconvertible`` event.
-_DECIMALS = {"price": (18, 10), "qty": (22, 10), "wide": (28, 10)}
+# Fees: a rate times an amount, so more decimals than either (KuCoin charges 0.1 % of
+# 9-decimal amounts): 20 integer digits and 18 decimals.
+_DECIMALS = {"price": (18, 10), "qty": (22, 10), "wide": (28, 10), "fee": (38, 18)}
 _CONSTANTS = {"DECIMAL_PRICE": "price", "DECIMAL_QTY": "qty", "DECIMAL_WIDE": "wide",
+              "DECIMAL_FEE": "fee",
               "TIMESTAMP": "ts_us"}
 
 
@@ -131,7 +135,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     "fills": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us order_id:text trade_id:text "
-        "side:str price:price qty:qty cost:wide fee:wide fee_currency:str liquidity:str "
+        "side:str price:price qty:qty cost:wide fee:fee fee_currency:str liquidity:str "
         "ord_type:str exec_id:text is_snapshot:bool"
     ),
     "orders": _cols(
@@ -139,8 +143,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "side:str ord_type:str limit_price:price order_qty:qty filled_qty:qty avg_price:price "
         "detail:text exec_type:str is_snapshot:bool"
     ),
+    # host: where it happened ($RECORDER_HOST or the host name), filled in by the sink;
+    # null in files written before schema version 3 (it is the last column).
     "events": _cols(
-        "exchange:str ts_recv:ts_us kind:str symbol:str channel:str detail:text conn_id:int64"
+        "exchange:str ts_recv:ts_us kind:str symbol:str channel:str detail:text conn_id:int64 "
+        "host:str"
     ),
     "raw": _cols("exchange:str ts_recv:ts_us conn_id:int64 endpoint:str frame:text"),
 }

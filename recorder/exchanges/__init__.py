@@ -17,6 +17,8 @@ from recorder.exchanges.base import ExchangeSpec
 _BUILTIN = {"kraken": "recorder.exchanges.kraken.spec",
             "kucoin": "recorder.exchanges.kucoin.spec"}
 PLUGINS_ENV = "RECORDER_EXCHANGES"
+# The exchange of commands given no config (`recorder pairs`, `recorder token`).
+DEFAULT_EXCHANGE = "kraken"
 _loaded: dict[str, ExchangeSpec] = {}
 
 

@@ -97,6 +97,9 @@ class ConnectPlan:
     acks_expected: int = 0
     # REST answers that shaped this connection, kept in ``raw`` as (endpoint, text).
     raw_records: list[tuple[str, str]] = field(default_factory=list)
+    # Rows the preparation produced, recorded with the connection's (e.g. fills found by a
+    # reconciliation against the exchange's REST history, and its events row).
+    rows: dict[str, list[tuple]] = field(default_factory=dict)
     # This connection's own parser (fresh per-connection state, e.g. KuCoin's level2 sync),
     # used instead of ``Feed.parse`` when set: a replacement connection opened while the old
     # one still records must not share its parsing state.
@@ -151,6 +154,13 @@ class Feed:
     # Per table, a function of a row giving the key that tells two deliveries of the same
     # row apart (a rotation's overlap is de-duplicated with it); none: rows are kept.
     dedupe_keys: dict[str, Callable[[tuple], Any]] = field(default_factory=dict)
+    # Work the exchange does off the receive loop (e.g. fills reconciled against its REST
+    # history on a worker thread): called on the receive loop at every tick while a
+    # connection is open (at least every 0.2 s) with the recorded row buffer, to start work
+    # that is due and append the rows finished work produced; called once more with
+    # ``stopping`` true when the collector stops (it may wait a few seconds for work under
+    # way, so that its rows are recorded). It must not raise.
+    poll: Callable[[dict[str, list[tuple]], bool], None] | None = None
 
 
 @dataclass

@@ -12,16 +12,14 @@ Cache: ``$MARKET_RECORDER_CACHE/kraken-asset-pairs.json`` if that variable is se
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from recorder.core import listcache
 from recorder.exchanges.kraken.pairs import Pair, canonical_symbol, find_pair
 
-CACHE_ENV = "MARKET_RECORDER_CACHE"
+CACHE_ENV = listcache.CACHE_ENV
 CACHE_NAME = "kraken-asset-pairs.json"
 ASSET_PAIRS_PATH = "/0/public/AssetPairs"
 
@@ -31,10 +29,7 @@ class PairListError(Exception):
 
 
 def cache_path() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / CACHE_NAME
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "market-recorder" / CACHE_NAME
+    return listcache.cache_path(CACHE_NAME)
 
 
 def parse_asset_pairs(payload: dict[str, Any]) -> dict[str, Pair]:
@@ -76,46 +71,29 @@ def fetch_asset_pairs(rest_url: str, timeout: float = 15.0) -> dict[str, Any]:
 
 def save_pair_list(pairs: dict[str, Pair], source: str, path: Path | None = None) -> Path:
     """Write the list atomically (a reader never sees half a file)."""
-    from recorder.core.secrets import write_private
-
-    path = path or cache_path()
-    doc = {"source": source, "fetched_at": int(time.time()),
-           "pairs": [[p.wsname, p.rest_id, p.altname, p.price_decimals, p.qty_decimals,
-                      p.ordermin] for p in sorted(pairs.values(), key=lambda p: p.symbol)]}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(path, json.dumps(doc, indent=0))
-    except OSError as e:
-        raise PairListError(f"cannot write the pair list {path}: {e.strerror or e}") from None
-    return path
+    rows = [[p.wsname, p.rest_id, p.altname, p.price_decimals, p.qty_decimals, p.ordermin]
+            for p in sorted(pairs.values(), key=lambda p: p.symbol)]
+    return listcache.save(path or cache_path(), "pairs", rows, source, PairListError)
 
 
 def read_pair_list(path: Path | None = None) -> tuple[dict[str, Pair], dict[str, Any]] | None:
     """The cached list and its metadata (source, fetched_at), or None if there is none."""
-    path = path or cache_path()
-    try:
-        doc = json.loads(path.read_text())
-        pairs = {}
-        for wsname, rest_id, altname, pdec, qdec, ordermin in doc["pairs"]:
-            pair = Pair(canonical_symbol(wsname), wsname, rest_id, altname, int(pdec),
-                        int(qdec), str(ordermin))
-            pairs[pair.symbol] = pair
-    except FileNotFoundError:
+    def row(r: list) -> Pair:
+        wsname, rest_id, altname, pdec, qdec, ordermin = r
+        return Pair(canonical_symbol(wsname), wsname, rest_id, altname, int(pdec), int(qdec),
+                    str(ordermin))
+
+    found = listcache.load(path or cache_path(), "pairs", row, PairListError)
+    if found is None:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PairListError(f"{path}: not a pair list written by `recorder pairs --update`; "
-                            "delete it or run that command again") from None
-    return pairs, {"source": doc.get("source"), "fetched_at": doc.get("fetched_at")}
+    return {p.symbol: p for p in found[0]}, found[1]
 
 
 def cached_pairs() -> dict[str, Pair]:
     """The cached pairs by canonical symbol and by v1 wsname (empty without a cache)."""
     path = cache_path()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        return {}
-    return _indexed(str(path), mtime)
+    mtime = listcache.mtime(path)
+    return {} if mtime is None else _indexed(str(path), mtime)
 
 
 @cache
@@ -142,3 +120,21 @@ def unknown_pair_hint() -> str:
                 "is new)")
     return ("not in the bundled pair list; `recorder pairs --update` fetches Kraken's "
             "current list")
+
+
+_remote: dict[str, dict[str, Pair]] = {}
+
+
+def lookup_remote(name: str, rest_url: str, timeout: float = 5.0) -> Pair | None:
+    """A pair missing from the bundled table and the cache, looked up once per process in
+    ``rest_url``'s AssetPairs (a config may name a pair listed since the last update). A
+    failure to ask means "not found": the config error then says how to update the list."""
+    pairs = _remote.get(rest_url)
+    if pairs is None:
+        try:
+            fetched = parse_asset_pairs(fetch_asset_pairs(rest_url, timeout))
+        except (PairListError, OSError, ValueError):
+            fetched = {}
+        pairs = _remote[rest_url] = {**{p.wsname: p for p in fetched.values()}, **fetched}
+    return pairs.get(name) or pairs.get(canonical_symbol(name))
+

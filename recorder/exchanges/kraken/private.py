@@ -4,7 +4,9 @@
 channel: it checks the credentials once at start-up (so a wrong key fails the process at once), and
 before every (re)connect fetches a fresh token and subscribes again with a snapshot. Kraken
 re-sends up to 50 past fills in that snapshot; ``PrivateState`` remembers what is already
-recorded (seeded from the data directory) so each fill lands in ``fills`` exactly once.
+recorded (seeded from the data directory) so each fill lands in ``fills`` exactly once. Fills
+beyond those 50 come from REST ``TradesHistory`` (``reconcile.py``), de-duplicated against
+the same memory.
 
 The parsers themselves live in ``private_v1`` (ownTrades, openOrders) and ``private_v2``
 (executions); this module holds what they share: the state and the row builders.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from recorder.core.schema import TABLES
 from recorder.core.secrets import CredentialError
 from recorder.exchanges.kraken.common import EXCHANGE, Control, detail, event
+from recorder.exchanges.reconcile import SNAPSHOT, FillLedger
 
 if TYPE_CHECKING:
     pass
@@ -66,41 +69,46 @@ class PrivateState:
     """What the private parser remembers: recorded fills, known orders, sequence numbers.
 
     Fills and orders are remembered for the life of the process (bounded); sequence numbers
-    only for the current connection, since Kraken restarts them at 1 on each subscription.
+    per connection, since Kraken restarts them at 1 on each subscription (two connections
+    are open at once while one replaces the other).
     """
 
     def __init__(self, remember: int = REMEMBER,
-                 on_invalid_session: Callable[[], None] | None = None) -> None:
+                 on_invalid_session: Callable[[], None] | None = None,
+                 on_subscribed: Callable[[], None] | None = None) -> None:
         self.remember = remember
         self.on_invalid_session = on_invalid_session
-        self._fills: OrderedDict[FillKey, None] = OrderedDict()
+        # A subscription's snapshot arrived: the stream is live (starts a reconciliation).
+        self.on_subscribed = on_subscribed
+        self.ledger = FillLedger(remember)
         self._orders: OrderedDict[str, tuple[str | None, str | None, str | None]] = (
             OrderedDict())
-        self.sequences: dict[str, int] = {}
+        self.sequences: dict[tuple[int, str], int] = {}
         self.notes: list[tuple[str, str | None, str]] = []  # events raised outside parse
         self.seeded = False
-        self.duplicates = 0
 
     # -- fills --------------------------------------------------------------------------
 
+    @property
+    def _fills(self) -> OrderedDict:
+        return self.ledger._fills
+
+    @property
+    def duplicates(self) -> int:
+        return self.ledger.duplicates
+
     def seed(self, keys: list[FillKey]) -> None:
-        for key in keys:
-            self._remember_fill(key)
+        self.ledger.seed(keys)
         self.seeded = True
 
-    def is_new_fill(self, key: FillKey) -> bool:
-        """True the first time a fill is seen (and remember it)."""
-        if key in self._fills:
-            self._fills.move_to_end(key)
-            self.duplicates += 1
-            return False
-        self._remember_fill(key)
-        return True
+    def is_new_fill(self, key: FillKey, source: str | int = SNAPSHOT) -> bool:
+        """True the first time a fill is seen (and remember it). ``source``: where it came
+        from (see FillLedger): a connection's number for a live fill."""
+        return self.ledger.is_new(key, source)
 
-    def _remember_fill(self, key: FillKey) -> None:
-        self._fills[key] = None
-        if len(self._fills) > self.remember:
-            self._fills.popitem(last=False)
+    def subscribed(self) -> None:
+        if self.on_subscribed is not None:
+            self.on_subscribed()
 
     # -- orders -------------------------------------------------------------------------
 
@@ -122,17 +130,23 @@ class PrivateState:
 
     # -- connection ---------------------------------------------------------------------
 
-    def new_connection(self) -> None:
-        self.sequences.clear()
+    def new_connection(self, conn: int | None = None) -> None:
+        """A connection numbered ``conn`` is being opened: the sequences of connections
+        older than the one it may replace are forgotten (all of them without a number)."""
+        if conn is None:
+            self.sequences.clear()
+        else:
+            for key in [k for k in self.sequences if k[0] < conn - 1]:
+                del self.sequences[key]
 
     def check_sequence(self, channel: str, seq: Any, ts_recv: int,
-                       out: dict[str, list[tuple]]) -> Control | None:
+                       out: dict[str, list[tuple]], conn: int = 0) -> Control | None:
         """Record a gap or disorder in ``events``; ask for a resubscribe on a gap, whose
         snapshot (the last 50 fills) brings back what was missed."""
         if not isinstance(seq, int) or isinstance(seq, bool):
             return None
-        last = self.sequences.get(channel)
-        self.sequences[channel] = seq
+        last = self.sequences.get((conn, channel))
+        self.sequences[(conn, channel)] = seq
         expected = 1 if last is None else last + 1
         if seq == expected or (seq == 1 and last is not None):
             return None  # in order, or a new subscription on this connection

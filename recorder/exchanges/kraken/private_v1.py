@@ -36,6 +36,7 @@ from recorder.exchanges.kraken.private import (
     order_row,
     session_control,
 )
+from recorder.exchanges.reconcile import SNAPSHOT
 
 API = "v1"
 decode = msgspec.json.Decoder().decode
@@ -56,17 +57,20 @@ def subscribe_requests(token: str, reqid: int) -> list[str]:
 
 
 def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
-          state: PrivateState) -> Control | None:
-    """Append the rows of one decoded v1 private frame to ``out``."""
+          state: PrivateState, conn: int = 0) -> Control | None:
+    """Append the rows of one decoded v1 private frame to ``out`` (``conn``: the number of
+    the connection it came on)."""
     if state.notes:
         state.flush_notes(ts_recv, out)
     if (type(msg) is list and len(msg) >= 3 and type(msg[-1]) is dict
             and type(msg[-2]) is str and type(msg[0]) is list):
         name = msg[-2]
         seq = msg[-1].get("sequence")
-        control = state.check_sequence(name, seq, ts_recv, out)
+        control = state.check_sequence(name, seq, ts_recv, out, conn)
         if name == "ownTrades":
-            _own_trades(msg[0], seq == 1, ts_recv, out, state)
+            _own_trades(msg[0], seq == 1, ts_recv, out, state, conn)
+            if seq == 1:
+                state.subscribed()
         elif name == "openOrders":
             _open_orders(msg[0], seq == 1, ts_recv, out, state)
         else:
@@ -77,7 +81,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
 
 
 def _own_trades(entries: list, snapshot: bool, ts_recv: int, out: dict[str, list[tuple]],
-                state: PrivateState) -> None:
+                state: PrivateState, conn: int = 0) -> None:
     rows = out["fills"]
     received = new = 0
     for entry in entries:
@@ -87,7 +91,8 @@ def _own_trades(entries: list, snapshot: bool, ts_recv: int, out: dict[str, list
             order_id = t.get("ordertxid")
             if order_id:
                 state.learn_order(order_id, symbol, t.get("type"), t.get("ordertype"))
-            if not state.is_new_fill(fill_key(symbol, txid, order_id)):
+            if not state.is_new_fill(fill_key(symbol, txid, order_id),
+                                     SNAPSHOT if snapshot else conn):
                 continue
             new += 1
             maker = t.get("maker")

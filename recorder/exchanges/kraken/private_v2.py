@@ -35,6 +35,7 @@ from recorder.exchanges.kraken.private import (
     order_row,
     session_control,
 )
+from recorder.exchanges.reconcile import SNAPSHOT
 
 API = "v2"
 # float_hook=str keeps each number's exact text ("0.00016000").
@@ -59,13 +60,14 @@ def _text(v: Any) -> str | None:
 
 
 def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
-          state: PrivateState) -> Control | None:
-    """Append the rows of one decoded v2 private frame to ``out``."""
+          state: PrivateState, conn: int = 0) -> Control | None:
+    """Append the rows of one decoded v2 private frame to ``out`` (``conn``: the number of
+    the connection it came on)."""
     if state.notes:
         state.flush_notes(ts_recv, out)
     if type(msg) is dict and msg.get("channel") == "executions" and "data" in msg:
         snapshot = msg.get("type") == "snapshot"
-        control = state.check_sequence("executions", msg.get("sequence"), ts_recv, out)
+        control = state.check_sequence("executions", msg.get("sequence"), ts_recv, out, conn)
         received = new = 0
         for e in msg["data"]:
             order_id = e.get("order_id")
@@ -74,7 +76,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
                                   e.get("order_type"))
             if e.get("exec_type") == "trade":
                 received += 1
-                new += _fill(e, snapshot, ts_recv, out, state)
+                new += _fill(e, snapshot, ts_recv, out, state, conn)
             else:
                 _order(e, snapshot, ts_recv, out, state)
         if snapshot or received != new:
@@ -83,17 +85,20 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
                                        channel="fills",
                                        detail=detail(received=received, new=new,
                                                      already_recorded=received - new)))
+        if snapshot:
+            state.subscribed()
         return control
     return session_control(v2.parse(msg, ts_recv, update_id, out), state)
 
 
 def _fill(e: dict, snapshot: bool, ts_recv: int, out: dict[str, list[tuple]],
-          state: PrivateState) -> int:
+          state: PrivateState, conn: int = 0) -> int:
     order_id = e.get("order_id")
     symbol, side, ord_type = state.order_info(order_id) if order_id else (None, None, None)
     symbol = e.get("symbol") or symbol
     trade_id = _text(e.get("trade_id"))
-    if not state.is_new_fill(fill_key(symbol, trade_id, order_id)):
+    if not state.is_new_fill(fill_key(symbol, trade_id, order_id),
+                             SNAPSHOT if snapshot else conn):
         return 0
     fee, fee_currency = _fee(e.get("fees"), ts_recv, symbol, out)
     out["fills"].append(fill_row(

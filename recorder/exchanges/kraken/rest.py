@@ -189,7 +189,10 @@ class PrivateClient:
     def __repr__(self) -> str:
         return f"PrivateClient({self.rest_url!r}, {self._credentials!r})"
 
-    def call(self, method: str, fields: dict[str, str] | None = None) -> Any:
+    def call(self, method: str, fields: dict[str, str] | None = None, *,
+             exact: bool = False) -> Any:
+        """``exact``: JSON numbers with a fraction come back as their text (a trade's
+        ``time``, 1688667796.8802), not as binary floats."""
         path = f"/0/private/{method}"
         with self._key_lock.held():
             nonce = str(self._nonces.next())
@@ -204,14 +207,14 @@ class PrivateClient:
                     "Accept": "application/json",
                 })
             status, payload = self._send(request, path)
-        return self._result(status, payload, path)
+        return self._result(status, payload, path, exact)
 
     def _send(self, request: urllib.request.Request, path: str) -> tuple[int, bytes]:
         return send(self._opener, request, self.rest_url, path, self.timeout)
 
-    def _result(self, status: int, payload: bytes, path: str) -> Any:
+    def _result(self, status: int, payload: bytes, path: str, exact: bool = False) -> Any:
         try:
-            doc = json.loads(payload)
+            doc = json.loads(payload, parse_float=str) if exact else json.loads(payload)
         except ValueError:
             doc = None
         errors = doc.get("error") if isinstance(doc, dict) else None

@@ -19,9 +19,11 @@ from recorder.exchanges.kraken.common import (
 
 
 def _lookup_symbol(name: str, rest_url: str | None) -> str | None:
-    from recorder.exchanges.kraken.pair_list import lookup_pair
+    from recorder.exchanges.kraken.pair_list import lookup_pair, lookup_remote
 
     pair = lookup_pair(name)
+    if pair is None and rest_url:
+        pair = lookup_remote(name, rest_url)
     return pair.symbol if pair is not None else None
 
 

@@ -93,11 +93,19 @@ def _private_feed(config: Any, data_root: Any) -> Feed:
 
 
 def _check_credentials(config: Any) -> None:
-    """Refuse missing or unreadable credentials at start-up (offline: no REST call)."""
+    """Refuse missing or unreadable credentials at start-up; with a private channel, also
+    credentials KuCoin refuses (judged by a private bullet, as the private connection will
+    ask one). Only a warning when KuCoin cannot be asked now."""
     from recorder.exchanges.kucoin import credentials
 
     if credentials.configured(config):
-        credentials.load(config)
+        loaded = credentials.load(config)
+        if getattr(config, "private_subscriptions", None):
+            from recorder.exchanges.kucoin.private import check_bullet
+            from recorder.exchanges.kucoin.rest import KucoinRest
+
+            rest_url = getattr(config, "rest_url", None) or DEFAULT_REST_URL
+            check_bullet(KucoinRest(rest_url, loaded))
 
 
 def _list_symbols() -> Any:

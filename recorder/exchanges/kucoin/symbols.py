@@ -17,18 +17,16 @@ Config validation looks a name up in this order (``lookup_symbol``):
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from recorder.core import listcache
 from recorder.exchanges.kucoin.common import canonical
 
-CACHE_ENV = "MARKET_RECORDER_CACHE"
+CACHE_ENV = listcache.CACHE_ENV
 CACHE_NAME = "kucoin-symbols.json"
 LOOKUP_TIMEOUT = 5.0
 
@@ -74,10 +72,7 @@ BUNDLED: dict[str, Symbol] = _bundled()
 
 
 def cache_path() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / CACHE_NAME
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "market-recorder" / CACHE_NAME
+    return listcache.cache_path(CACHE_NAME)
 
 
 def parse_symbols(data: Any) -> dict[str, Symbol]:
@@ -118,45 +113,29 @@ def fetch_symbols(rest_url: str, timeout: float = 15.0) -> dict[str, Symbol]:
 def save_symbol_list(symbols: dict[str, Symbol], source: str,
                      path: Path | None = None) -> Path:
     """Write the list atomically (a reader never sees half a file)."""
-    from recorder.core.secrets import write_private
-
-    path = path or cache_path()
-    doc = {"source": source, "fetched_at": int(time.time()),
-           "symbols": [[s.wire, s.base, s.quote, s.price_increment, s.base_increment,
-                        s.enabled] for s in sorted(symbols.values(), key=lambda s: s.symbol)]}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(path, json.dumps(doc, indent=0))
-    except OSError as e:
-        raise SymbolListError(f"cannot write the symbol list {path}: "
-                              f"{e.strerror or e}") from None
-    return path
+    rows = [[s.wire, s.base, s.quote, s.price_increment, s.base_increment, s.enabled]
+            for s in sorted(symbols.values(), key=lambda s: s.symbol)]
+    return listcache.save(path or cache_path(), "symbols", rows, source, SymbolListError)
 
 
 def read_symbol_list(path: Path | None = None
                      ) -> tuple[dict[str, Symbol], dict[str, Any]] | None:
     """The cached list and its metadata (source, fetched_at), or None if there is none."""
-    path = path or cache_path()
-    try:
-        doc = json.loads(path.read_text())
-        out = {}
-        for name, base, quote, price, size, enabled in doc["symbols"]:
-            sym = Symbol(canonical(name), name, base, quote, price, size, enabled)
-            out[sym.symbol] = sym
-    except FileNotFoundError:
+    def row(r: list) -> Symbol:
+        name, base, quote, price, size, enabled = r
+        return Symbol(canonical(name), name, base, quote, price, size, enabled)
+
+    found = listcache.load(path or cache_path(), "symbols", row, SymbolListError)
+    if found is None:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SymbolListError(f"{path}: not a symbol list written by `recorder pairs "
-                              "--update`; delete it or run that command again") from None
-    return out, {"source": doc.get("source"), "fetched_at": doc.get("fetched_at")}
+    return {s.symbol: s for s in found[0]}, found[1]
 
 
 def cached_symbols() -> dict[str, Symbol]:
     """The cached symbols by canonical name (empty without a readable cache)."""
     path = cache_path()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
+    mtime = listcache.mtime(path)
+    if mtime is None:
         return {}
     try:
         return _read_cached(str(path), mtime)

@@ -1,8 +1,11 @@
 """The demo account behind the private channels: balances, resting orders and fills.
 
 Now and then a public trade is attributed to the demo account as the maker, so private
-traffic follows the market. Orders and fills keep their ids for the life of the process, so a
-recorder that reconnects sees the same ids again in the snapshots and can deduplicate them.
+traffic follows the market, whether or not a private connection is open. Orders and fills keep
+their ids for the life of the process, so a recorder that reconnects sees the same ids again
+in the snapshots and can deduplicate them. The last ``HISTORY`` fills are kept for REST
+``TradesHistory``. A fill's trade TXID is also its v2 ``exec_id`` (Kraken's TradesHistory
+keys are the executions' ids).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ BALANCE_DECIMALS = 10
 _FIAT = {"USD", "EUR", "GBP", "CHF", "JPY", "USDT", "USDC"}
 _START_BALANCES = {"USD": 100_000, "EUR": 50_000, "BTC": 2, "ETH": 30}
 _ID_CHARS = string.ascii_uppercase + string.digits
+HISTORY = 50_000  # fills kept for TradesHistory
+# Kraken's position txid on every spot trade that opened no position.
+NO_POSITION = "TKH2SE-M7IF5-CFI7LT"
 
 
 def balance_decimals(asset: str) -> int:
@@ -75,7 +81,7 @@ class Account:
         self.fill_rate = fill_rate
         self.balances: dict[str, int] = {}
         self.orders: dict[str, Order] = {}
-        self.fills: deque[Fill] = deque(maxlen=1000)
+        self.fills: deque[Fill] = deque(maxlen=HISTORY)
         for asset, amount in _START_BALANCES.items():
             self.balances[asset] = amount * 10**BALANCE_DECIMALS
         for pm in markets.values():
@@ -108,8 +114,9 @@ class Account:
         cost = t.price * t.qty // 10**shift if shift >= 0 else t.price * t.qty * 10**-shift
         fee = cost * 16 // 10_000  # 0.16 % maker fee, charged in the quote currency
         order.filled, order.cost, order.fee = t.qty, cost, fee
+        txid = self._id("T")
         fill = Fill(
-            self._id("T"), self._id("E"), order, t.trade_id, t.price, t.qty, cost, fee, t.time,
+            txid, txid, order, t.trade_id, t.price, t.qty, cost, fee, t.time,
             (self._id("L"), self._id("L")),
         )
         to_bal = 10 ** (BALANCE_DECIMALS - COST_DECIMALS)
@@ -139,7 +146,7 @@ def v1_trade_entry(f: Fill) -> str:
     return (
         f'{{"{f.txid}":{{"cost":"{_cost(f.cost)}","fee":"{_cost(f.fee)}",'
         f'"margin":"{_cost(0)}","ordertxid":"{f.order.order_id}","ordertype":"limit",'
-        f'"pair":"{p.wsname}","postxid":"{f.exec_id}",'
+        f'"pair":"{p.wsname}","postxid":"{NO_POSITION}",'
         f'"price":"{fmt_fixed(f.price, p.price_decimals)}","time":"{v1_ts(f.time)}",'
         f'"type":"{f.order.side}","vol":"{fmt_fixed(f.qty, p.qty_decimals)}"}}}}'
     )
@@ -247,3 +254,28 @@ def v2_balance_snapshot(acct: Account) -> list[str]:
 def v2_frame(channel: str, kind: str, entries: list[str], seq: int) -> str:
     data = ",".join(entries)
     return f'{{"channel":"{channel}","type":"{kind}","data":[{data}],"sequence":{seq}}}'
+
+
+# -- REST TradesHistory -------------------------------------------------------------------------
+
+
+def time_text(t: float) -> str:
+    """A fill's time as TradesHistory writes it: unix seconds with the microseconds of its
+    v2 ``timestamp`` (recorder.simulator.wire.iso rounds the same way)."""
+    sec = int(t)
+    us = int(round((t - sec) * 1_000_000))
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    return f"{sec}.{us:06d}"
+
+
+def history_entry(f: Fill) -> dict:
+    """One TradesHistory item (its key is ``f.txid``), in Kraken's field order."""
+    o, p = f.order, f.order.pair
+    return {
+        "ordertxid": o.order_id, "postxid": NO_POSITION, "pair": p.rest_id,
+        "time": float(time_text(f.time)), "type": o.side, "ordertype": "limit",
+        "price": fmt_fixed(f.price, p.price_decimals), "cost": _cost(f.cost),
+        "fee": _cost(f.fee), "vol": fmt_fixed(f.qty, p.qty_decimals), "margin": _cost(0),
+        "leverage": "0", "misc": "", "trade_id": f.trade_id, "maker": True,
+    }

@@ -4,31 +4,29 @@ Kraken simulator; it serves until SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from recorder.simulator.kraken.config import ConfigError, SimConfig, parse_pairs, parse_speed
+from recorder.simulator.kraken.config import (
+    ConfigError,
+    SimConfig,
+    parse_pairs,
+    parse_speed,
+    parse_weights,
+)
 from recorder.simulator.kraken.faults import DROP_MODES, Rule
 
 SIM_SECRET_ENV = "RECORDER_SIM_API_SECRET"
-# Options only the KuCoin simulator reads: refused here when given.
-KUCOIN_ONLY = ("ping_interval", "ping_timeout", "max_connection_age", "slow_welcome",
-               "rest_error")
-
-
-def _kucoin_only_given(options: dict, command: Callable) -> list[str]:
-    params = inspect.signature(command).parameters
-    return [f"--{n.replace('_', '-')}" for n in KUCOIN_ONLY
-            if n in options and options[n] != params[n].default]
 
 
 def run(options: dict, command: Callable) -> int:
     """Validate ``options`` (the shared command's arguments) and serve; the exit code: 0, or
     2 after one ``recorder simulate: error: ...`` line."""
-    given = _kucoin_only_given(options, command)
+    from recorder.simulator.registry import foreign_options
+
+    given = foreign_options("kraken", options, command)
     if given:
         return _error(f"{', '.join(given)}: only with --exchange kucoin")
     verbose = bool(options.get("verbose"))
@@ -98,6 +96,7 @@ def _config(**o: object) -> SimConfig:
     except (binascii.Error, ValueError):
         raise ConfigError(f"the API secret from {where} must be non-empty base64") from None
     corrupt_symbol = parse_pairs(str(o["corrupt_symbol"]), "--corrupt-symbol")[0]
+    pair_text, weights = parse_weights(str(o["pairs"]))
     rules: list[Rule] = []
     if o["drop_after_messages"] is not None or o["drop_after_seconds"] is not None:
         rules.append(Rule("drop", mode=str(o["drop_mode"]),
@@ -122,7 +121,7 @@ def _config(**o: object) -> SimConfig:
             raise ConfigError(f"replay file not found: {path}")
     return SimConfig(
         host=str(o["host"]), port=int(o["port"]), replay=replay, speed=parse_speed(str(o["speed"])),
-        seed=o["seed"], pairs=parse_pairs(str(o["pairs"])), rate=float(o["rate"]),
+        seed=o["seed"], pairs=parse_pairs(pair_text), rate=float(o["rate"]), weights=weights,
         api_key=str(o["api_key"]), api_secret=secret,
         token_ttl=float(o["token_ttl"]), fill_rate=float(o["fill_rate"]),
         trade_snapshot_v1=bool(o["trade_snapshot_v1"]), rules=rules,

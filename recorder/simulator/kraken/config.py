@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recorder.exchanges.kraken.pairs import find_pair
 from recorder.simulator.kraken.faults import Rule
+from recorder.simulator.kraken.synthetic import synthetic_pair
 from recorder.simulator.kraken.tokens import DEMO_API_KEY, DEMO_API_SECRET
 
 
@@ -34,6 +35,9 @@ class SimConfig:
     maintenance_after: float | None = None
     maintenance_seconds: float = 5.0
     invalidate_tokens_after: float | None = None
+    # How often each pair is chosen for a market step, relative to 1 (``--pairs`` entries
+    # ``NAME*N``): a few busy pairs in a whole-exchange scale run.
+    weights: dict[str, int] = field(default_factory=dict)
 
     @property
     def max_speed(self) -> bool:
@@ -52,12 +56,32 @@ def parse_speed(text: str) -> float:
     return value
 
 
+def parse_weights(text: str, flag: str = "--pairs") -> tuple[str, dict[str, int]]:
+    """``A/USD*10,B/USD`` -> (``A/USD,B/USD``, {"A/USD": 10}): a pair followed by ``*N``
+    takes N times its share of the market steps."""
+    names: list[str] = []
+    weights: dict[str, int] = {}
+    for item in (p.strip() for p in text.split(",")):
+        name, star, count = item.partition("*")
+        name = name.strip()
+        if star:
+            if not count.strip().isdigit() or int(count) < 1:
+                raise ConfigError(f"{flag}: {item!r}: the weight after * must be a whole "
+                                  "number of at least 1")
+            pair = find_pair(name) or synthetic_pair(name)
+            if pair is not None:
+                weights[pair.symbol] = int(count)
+        names.append(name)
+    return ",".join(names), weights
+
+
 def parse_pairs(text: str, flag: str = "--pairs") -> list[str]:
+    """Pair names (BTC/USD or XBT/USD); ``SYN<n>/USD`` adds a synthetic pair."""
     out = []
     for name in (p.strip() for p in text.split(",")):
         if not name:
             continue
-        pair = find_pair(name)
+        pair = find_pair(name) or synthetic_pair(name)
         if pair is None:
             raise ConfigError(f"{flag}: unknown pair {name!r}")
         if pair.symbol not in out:

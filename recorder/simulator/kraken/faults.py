@@ -14,7 +14,7 @@ DROP_MODES = ("abort", "close", "eof")
 STATUSES = ("online", "maintenance", "cancel_only", "post_only")
 KINDS = (
     "drop", "stall", "malformed", "corrupt_book", "status", "invalidate_tokens",
-    "reject_subscribes", "clear",
+    "reject_subscribes", "rest_error", "clear",
 )
 
 
@@ -40,15 +40,51 @@ class Rule:
 
 
 @dataclass(slots=True)
+class RestError:
+    """The next ``count`` private REST calls (to ``path`` only, if given; -1 = until
+    cleared) are answered with Kraken's error string ``error``."""
+
+    error: str
+    count: int
+    path: str | None = None
+
+
+@dataclass(slots=True)
 class FaultState:
     persistent: list[Rule] = field(default_factory=list)
     reject_subscribes: int = 0
+    rest_errors: list[RestError] = field(default_factory=list)
 
     def take_reject(self) -> bool:
         if self.reject_subscribes > 0:
             self.reject_subscribes -= 1
             return True
         return False
+
+    def take_rest_error(self, path: str) -> str | None:
+        for err in self.rest_errors:
+            if err.path is None or err.path == path:
+                if err.count > 0:
+                    err.count -= 1
+                if err.count == 0:
+                    self.rest_errors.remove(err)
+                return err.error
+        return None
+
+
+def parse_rest_error(spec: dict) -> RestError:
+    """``{"kind": "rest_error", "error": "EAPI:Rate limit exceeded", "count": 1,
+    "path": "/0/private/TradesHistory"}``"""
+    error = spec.get("error", "EAPI:Rate limit exceeded")
+    if not isinstance(error, str) or not error.startswith(("E", "W")):
+        raise FaultError("error must be a Kraken error string such as EAPI:Invalid key")
+    count = int(spec.get("count", 1))
+    if count == 0 or count < -1:
+        raise FaultError("count must be positive, or -1 for every call until cleared")
+    path = spec.get("path")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/0/private/")):
+        raise FaultError("path must be a private endpoint, /0/private/<Method>")
+    return RestError(error, count, path)
 
 
 def parse_rule(spec: dict) -> Rule:

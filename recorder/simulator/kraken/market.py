@@ -155,7 +155,8 @@ Event = BookEvent | TradeEvent
 
 class Market:
     def __init__(
-        self, symbols: list[str], seed: int | None, clock: Callable[[], float] = time.time
+        self, symbols: list[str], seed: int | None, clock: Callable[[], float] = time.time,
+        weights: dict[str, int] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
@@ -166,7 +167,9 @@ class Market:
             if pair is None:
                 raise ValueError(f"unknown pair {name!r}")
             self.pairs[pair.symbol] = self._seed_pair(pair, now)
-        self._order = list(self.pairs.values())
+        # A pair of weight N is listed N times: step() picks it N times as often.
+        weights = weights or {}
+        self._order = [pm for sym, pm in self.pairs.items() for _ in range(weights.get(sym, 1))]
 
     def _seed_pair(self, pair: Pair, now: float) -> PairMarket:
         usd = _USD.get(pair.base, 1.0) / _USD.get(pair.quote, 1.0)

@@ -1,4 +1,5 @@
-"""The REST server: Kraken's public endpoints, GetWebSocketsToken, and the /_sim/ control API.
+"""The REST server: Kraken's public endpoints, GetWebSocketsToken, TradesHistory, and the
+/_sim/ control API.
 
 http.server runs in a thread for its robust HTTP handling; every request is answered by a
 coroutine on the simulator's event loop, so all state stays single-threaded.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from recorder.exchanges.kraken.pairs import PAIRS, Pair, find_pair
+from recorder.simulator.kraken.account import history_entry, time_text
 from recorder.simulator.kraken.faults import FaultError
 from recorder.simulator.kraken.market import INTERVALS
 from recorder.simulator.numbers import fmt_fixed
@@ -81,10 +83,19 @@ class RestApi:
             problem = self.sim.auth.check_request(path, headers, body)
             if problem:
                 return _err(problem)
+            injected = self.sim.faults.take_rest_error(path)
+            if injected:
+                self.sim.stats.faults["rest_error"] = (
+                    self.sim.stats.faults.get("rest_error", 0) + 1)
+                return _err(injected)
             if path == "/0/private/GetWebSocketsToken":
                 token = self.sim.auth.issue()
                 return _ok({"token": token, "expires": int(self.sim.auth.token_ttl)})
-            # The demo key only has the "WebSocket interface" permission.
+            if path == "/0/private/TradesHistory":
+                return self._trades_history(
+                    {k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()})
+            # The demo key has the "WebSocket interface" and "Query closed orders & trades"
+            # permissions only.
             return _err("EGeneral:Permission denied")
         if method == "POST":
             query.update({k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()})
@@ -182,6 +193,26 @@ class RestApi:
         last = candles[-2].begin if len(candles) > 1 else candles[-1].begin
         return _ok({pm.pair.rest_id: out, "last": last})
 
+    # -- private ----------------------------------------------------------------------------
+
+    def _trades_history(self, q: dict) -> tuple[int, dict]:
+        """The demo account's fills, newest first, 50 a page: ``start`` (exclusive) and
+        ``end`` (inclusive) unix times or trade TXIDs, ``ofs``; ``count`` = all that match."""
+        fills = list(self.sim.account.fills)
+        try:
+            start = _bound(q.get("start"), fills)
+            end = _bound(q.get("end"), fills)
+            ofs = int(q.get("ofs") or 0)
+        except ValueError:
+            return _err("EGeneral:Invalid arguments")
+        if ofs < 0:
+            return _err("EGeneral:Invalid arguments")
+        chosen = [f for f in reversed(fills)
+                  if (start is None or float(time_text(f.time)) > start)
+                  and (end is None or float(time_text(f.time)) <= end)]
+        page = chosen[ofs:ofs + 50]
+        return _ok({"trades": {f.txid: history_entry(f) for f in page}, "count": len(chosen)})
+
     # -- control ----------------------------------------------------------------------------
 
     async def _control(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -197,6 +228,16 @@ class RestApi:
             except (FaultError, ValueError, TypeError) as exc:
                 return 400, {"ok": False, "error": str(exc)}
         return 404, {"ok": False, "error": f"unknown control path {path}"}
+
+
+def _bound(value: str | None, fills: list) -> float | None:
+    """A start/end parameter: unix seconds, or a trade TXID (its time)."""
+    if value is None or value == "":
+        return None
+    for f in fills:
+        if f.txid == value:
+            return float(time_text(f.time))
+    return float(value)
 
 
 def _ns(t: float) -> int:

@@ -27,7 +27,14 @@ from recorder.simulator.kraken.channels import (
     snapshot_texts,
 )
 from recorder.simulator.kraken.config import SimConfig
-from recorder.simulator.kraken.faults import STATUSES, FaultError, FaultState, Rule, parse_rule
+from recorder.simulator.kraken.faults import (
+    STATUSES,
+    FaultError,
+    FaultState,
+    Rule,
+    parse_rest_error,
+    parse_rule,
+)
 from recorder.simulator.kraken.market import BookEvent, Event, Market, TradeEvent, apply_undo
 from recorder.simulator.kraken.replay import Capture
 from recorder.simulator.kraken.rest import RestApi, RestServer
@@ -64,7 +71,7 @@ class Stats:
 class Simulator:
     def __init__(self, cfg: SimConfig, capture: Capture | None = None) -> None:
         self.cfg = cfg
-        self.market = Market(cfg.pairs, cfg.seed)
+        self.market = Market(cfg.pairs, cfg.seed, weights=cfg.weights)
         self.account = Account(cfg.seed, self.market.pairs, cfg.fill_rate)
         self.auth = Auth(cfg.api_key, cfg.api_secret, cfg.token_ttl)
         self.faults = FaultState(list(cfg.rules), cfg.reject_subscribes)
@@ -212,14 +219,15 @@ class Simulator:
 
     async def account_loop(self) -> None:
         """--speed max: the public streams are pre-built loops, so the demo account trades on
-        a clock of its own, --rate market steps per second while a private subscription
-        exists. Each step's book changes are undone at once: the books stay where every
-        looped cycle expects them."""
+        a clock of its own, --rate market steps per second from the first private
+        subscription on, connected or not (an outage has fills to catch up). Each step's
+        book changes are undone at once: the books stay where every looped cycle expects
+        them."""
         tick = 0.05
         budget = 0.0
         while True:
             await asyncio.sleep(tick)
-            if self.paused or not any(s.priv and not s.closed for s in self.sessions):
+            if self.paused:
                 continue
             budget += self.cfg.rate * tick
             while budget >= 1.0:
@@ -284,9 +292,14 @@ class Simulator:
         if kind == "reject_subscribes":
             self.faults.reject_subscribes = int(spec.get("count", 1))
             return {"reject_subscribes": self.faults.reject_subscribes}
+        if kind == "rest_error":
+            err = parse_rest_error(spec)
+            self.faults.rest_errors.append(err)
+            return {"error": err.error, "count": err.count}
         if kind == "clear":
             self.faults.persistent.clear()
             self.faults.reject_subscribes = 0
+            self.faults.rest_errors.clear()
             return {}
         rule: Rule = parse_rule(spec)
         targets = [s for s in list(self.sessions) if not s.closed and rule.matches(s.endpoint)]
@@ -313,6 +326,7 @@ class Simulator:
             "tokens_issued": len(self.auth.tokens),
             "replay_finished": self.stats.replay_finished,
             "trade_ids": {sym: pm.trade_id for sym, pm in self.market.pairs.items()},
+            "fills": len(self.account.fills),
         }
 
     # -- serving ----------------------------------------------------------------------------

@@ -10,30 +10,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from recorder.simulator.kucoin.config import (
+    BOOK_LEVELS_ENV,
     DEFAULT_SYMBOLS,
     ConfigError,
     KucoinConfig,
+    parse_book_levels,
     parse_rest_error,
     parse_symbols,
+    parse_weights,
 )
 from recorder.simulator.kucoin.faults import DROP_MODES, Rule
-
-KRAKEN_ONLY = ("trade_snapshot_v1", "maintenance_after_seconds", "maintenance_seconds")
-# (--api-passphrase is left out: it may come from the environment of a Kraken run too.)
-KUCOIN_ONLY = ("ping_interval", "ping_timeout", "max_connection_age", "slow_welcome",
-               "rest_error")
-
-
-def kucoin_only_given(options: dict, command: Callable) -> list[str]:
-    """The KuCoin-only options given a value other than their default (for kraken)."""
-    params = inspect.signature(command).parameters
-    return [f"--{n.replace('_', '-')}" for n in KUCOIN_ONLY
-            if n in options and options[n] != params[n].default]
 
 
 def run(options: dict, command: Callable) -> int:
@@ -76,7 +68,9 @@ def config_from_options(o: dict, defaults: dict) -> KucoinConfig:
     def given(name: str) -> bool:
         return name in o and o[name] != defaults.get(name)
 
-    for name in KRAKEN_ONLY:
+    from recorder.simulator.registry import ONLY
+
+    for name in ONLY["kraken"]:
         if given(name):
             raise ConfigError(f"--{name.replace('_', '-')} is not supported with "
                               "--exchange kucoin")
@@ -105,7 +99,9 @@ def config_from_options(o: dict, defaults: dict) -> KucoinConfig:
         speed = -1.0
     if not speed > 0:
         raise ConfigError(f"--speed must be a positive number or 'max', not {o['speed']!r}")
-    symbols = parse_symbols(str(o["pairs"]) if given("pairs") else DEFAULT_SYMBOLS)
+    pair_text, weights = parse_weights(str(o["pairs"]) if given("pairs") else DEFAULT_SYMBOLS)
+    symbols = parse_symbols(pair_text)
+    book_levels = parse_book_levels(os.environ.get(BOOK_LEVELS_ENV))
     rules = _rules(o, symbols[0].name if not given("corrupt_symbol")
                    else str(o["corrupt_symbol"]))
     kw = {}
@@ -137,7 +133,8 @@ def config_from_options(o: dict, defaults: dict) -> KucoinConfig:
         max_connection_age=float(o["max_connection_age"]), rules=rules,
         reject_subscribes=int(o["reject_subscribes"]), slow_welcome=float(o["slow_welcome"]),
         rest_errors=[parse_rest_error(t) for t in (o.get("rest_error") or [])],
-        invalidate_tokens_after=o["invalidate_tokens_after_seconds"], **kw,
+        invalidate_tokens_after=o["invalidate_tokens_after_seconds"], weights=weights,
+        book_levels=book_levels, **kw,
     )
 
 

@@ -44,6 +44,12 @@ class KucoinConfig:
     uplink_limit: int = 100  # client messages per 10 s
     topics_per_request: int = 100
     topics_per_session: int = 300
+    # How often each symbol is chosen for a market step, relative to 1 (``--pairs`` entries
+    # ``NAME*N``): a few busy symbols in a whole-exchange scale run.
+    weights: dict[str, int] = field(default_factory=dict)
+    # Levels a side in each symbol's book (it moves within about 1/7 of this); None: 350
+    # (300..400). Set by RECORDER_SIM_KUCOIN_BOOK_LEVELS (bench: a 5,000-level book).
+    book_levels: int | None = None
 
     @property
     def max_speed(self) -> bool:
@@ -53,6 +59,37 @@ class KucoinConfig:
     def idle_timeout(self) -> float:
         """Seconds without any client message before the server drops the connection."""
         return (self.ping_interval_ms + self.ping_timeout_ms) / 1000.0
+
+
+BOOK_LEVELS_ENV = "RECORDER_SIM_KUCOIN_BOOK_LEVELS"
+
+
+def parse_weights(text: str, flag: str = "--pairs") -> tuple[str, dict[str, int]]:
+    """``A-USDT*10,B-USDT`` -> (``A-USDT,B-USDT``, {"A-USDT": 10}): a symbol followed by
+    ``*N`` takes N times its share of the market steps."""
+    names: list[str] = []
+    weights: dict[str, int] = {}
+    for item in (p.strip() for p in text.split(",")):
+        name, star, count = item.partition("*")
+        name = name.strip()
+        if star:
+            if not count.strip().isdigit() or int(count) < 1:
+                raise ConfigError(f"{flag}: {item!r}: the weight after * must be a whole "
+                                  "number of at least 1")
+            sym = find_symbol(name)
+            if sym is not None:
+                weights[sym.name] = int(count)
+        names.append(name)
+    return ",".join(names), weights
+
+
+def parse_book_levels(text: str | None) -> int | None:
+    if text is None or not text.strip():
+        return None
+    if not text.strip().isdigit() or not 20 <= int(text) <= 100_000:
+        raise ConfigError(f"{BOOK_LEVELS_ENV} must be a whole number of levels a side "
+                          f"between 20 and 100000, not {text!r}")
+    return int(text)
 
 
 def parse_symbols(text: str, flag: str = "--pairs") -> list[Symbol]:

@@ -166,13 +166,22 @@ class _Tx:
 
 class Market:
     def __init__(self, symbols: list[Symbol], seed: int | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, weights: dict[str, int] | None = None,
+                 book_levels: int | None = None) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
+        # Levels a side: seeded at the middle, kept between the two bounds.
+        if book_levels is None:
+            self.min_levels, self.max_levels = BOOK_MIN_LEVELS, BOOK_MAX_LEVELS
+        else:
+            self.min_levels = book_levels - book_levels // 7
+            self.max_levels = book_levels + book_levels // 7
         self.pairs: dict[str, PairMarket] = {}
         for sym in symbols:
             self.pairs[sym.name] = self._seed_pair(sym)
-        self._order = list(self.pairs.values())
+        # A symbol of weight N is listed N times: step() picks it N times as often.
+        weights = weights or {}
+        self._order = [pm for pm in self.pairs.values() for _ in range(weights.get(pm.name, 1))]
         # Called with each new trade before it is published (the demo account uses it to
         # take part in trades).
         self.on_trade: Callable[[PairMarket, Trade], None] | None = None
@@ -183,7 +192,7 @@ class Market:
         rng = self.rng
         for side_idx, sign in ((ASK, 1), (BID, -1)):
             price = mid if side_idx == BID else mid + 1
-            for _ in range((BOOK_MIN_LEVELS + BOOK_MAX_LEVELS) // 2):
+            for _ in range((self.min_levels + self.max_levels) // 2):
                 pm.sides[side_idx].set(price, self._size(pm), "")
                 price += sign * rng.randint(1, 3)
         return pm
@@ -234,9 +243,9 @@ class Market:
         bid, ask = pm.bids.price_at(0), pm.asks.price_at(0)
         if ask - bid > pm.max_spread and r < 0.5:
             rank, r = 0, 1.0  # liquidity returns to a wide spread, as market makers would
-        if size >= BOOK_MAX_LEVELS:
+        if size >= self.max_levels:
             action = "delete"
-        elif size <= BOOK_MIN_LEVELS:
+        elif size <= self.min_levels:
             action = "insert"
         else:
             action = "modify" if r < 0.5 else "delete" if r < 0.72 else "insert"
@@ -278,7 +287,7 @@ class Market:
         taker_order = self.order_id()
         time_ns = now_ms * 1_000_000
         for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
-            if len(side) <= BOOK_MIN_LEVELS // 2:
+            if len(side) <= self.min_levels // 2:
                 break
             price, level = side.best()  # type: ignore[misc]
             size = level if rng.random() < 0.35 else min(level, self._size(pm))

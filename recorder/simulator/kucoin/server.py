@@ -67,7 +67,8 @@ class Stats:
 class Simulator:
     def __init__(self, cfg: KucoinConfig, capture: replay.Capture | None = None) -> None:
         self.cfg = cfg
-        self.market = Market(cfg.symbols, cfg.seed)
+        self.market = Market(cfg.symbols, cfg.seed, weights=cfg.weights,
+                             book_levels=cfg.book_levels)
         self.account = Account(cfg.seed, cfg.fill_rate, self.market.order_id)
         self.market.on_trade = self.account.on_trade
         self.auth = Auth(cfg.api_key, cfg.api_secret, cfg.api_passphrase, cfg.token_ttl,

@@ -72,9 +72,26 @@ _TABLE = [
 SYMBOLS: dict[str, Symbol] = {s.name: s for s in _TABLE}
 
 
+# Synthetic symbols for scale tests and benchmarks (a whole exchange's worth of pairs):
+# SYN1-USDT ... SYN99999-USDT exist without being in the table, each quoted like a cheap coin.
+SYNTHETIC_PREFIX = "SYN"
+
+
+def synthetic_symbol(name: str) -> Symbol | None:
+    """``SYN<n>-USDT`` (n = 1..99999) as a symbol, or None for any other name."""
+    base, _, quote = name.partition("-")
+    digits = base[len(SYNTHETIC_PREFIX):]
+    if (quote != "USDT" or not base.startswith(SYNTHETIC_PREFIX) or not digits.isdigit()
+            or len(digits) > 5 or int(digits) == 0):
+        return None
+    return Symbol(name, base, "USDT", 4, 4, "0.1", "0.1", 0.5 + int(digits) % 97 / 10)
+
+
 def find_symbol(name: str) -> Symbol | None:
-    """``BTC-USDT``; ``BTC/USDT`` and lower case are accepted too."""
-    return SYMBOLS.get(name.strip().upper().replace("/", "-"))
+    """``BTC-USDT``; ``BTC/USDT`` and lower case are accepted too; ``SYN<n>-USDT`` is a
+    synthetic symbol (see synthetic_symbol)."""
+    key = name.strip().upper().replace("/", "-")
+    return SYMBOLS.get(key) or synthetic_symbol(key)
 
 
 def fmt_trim(ticks: int, decimals: int) -> str:
