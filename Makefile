@@ -16,10 +16,10 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check recorder sinks tests
 
-# Every test, in two shards run side by side (the tests wait on processes and sockets more
+# Every test, in four shards run side by side (the tests wait on processes and sockets more
 # than they compute); each shard is a whole pytest session with its own temp folder, and the
 # output of both is printed when they are done.
-SHARDS := 2
+SHARDS := 4
 test: $(STAMP) lint
 	@rm -rf .test-shards && mkdir -p .test-shards
 	@pids=""; for k in $$(seq 1 $(SHARDS)); do \

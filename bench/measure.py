@@ -111,7 +111,10 @@ class TreeSampler:
                         c = p.cpu_times()
                     name = self._names.get(p.pid)
                     if name is None:
-                        name = self._names[p.pid] = " ".join(p.cmdline()[2:5])
+                        name = " ".join(p.cmdline()[2:5])
+                        # A child shows its parent's command line until it has exec'd.
+                        if time.time() - p.create_time() > 1.0:
+                            self._names[p.pid] = name
                 except psutil.Error:
                     continue
                 sizes.append(rss)

@@ -39,10 +39,12 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
              seed: int = 5) -> dict:
     """Write the recording; returns its shape."""
     from recorder.capture.book import _Side
+    from recorder.core.schema import make_row
     from sinks.parquet_sink import ParquetSink
 
     rng = random.Random(seed)
-    asks, bids = _Side(1.0), _Side(-1.0)
+    # No checksum text per level: this book only orders levels and cuts the depth.
+    asks, bids = _Side(1.0, lambda p, q: b""), _Side(-1.0, lambda p, q: b"")
     step = round(S / rate)
     mid = 500_000  # in 0.1 ticks: 50000.0
     t, uid = T0, 1
@@ -51,8 +53,10 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
 
     def row(side: str, price: str, qty: str, snap: bool) -> tuple:
         tx = t - 800
-        return ("kraken", SYMBOL, f"{tx // S}.{tx % S:06d}", t, side, price, qty, snap, uid,
-                None, False, depth, True)
+        return make_row("book", exchange="kraken", symbol=SYMBOL,
+                        ts_exchange=f"{tx // S}.{tx % S:06d}", ts_recv=t, side=side, price=price,
+                        qty=qty, is_snapshot=snap, update_id=uid, republish=False, depth=depth,
+                        verified=True)
 
     def price_text(tick: int) -> str:
         return f"{tick // 10}.{tick % 10}"

@@ -338,9 +338,10 @@ def measure_duckdb(n: int) -> dict:
             "price": _decimal_from_ticks(price, 1, schema.field("price").type),
             "qty": _decimal_from_ticks(qty, 8, schema.field("qty").type),
             "side": pa.array(np.where(rng.random(per_day) < 0.5, "buy", "sell")),
-            "trade_id": pa.array(np.arange(per_day) + day * per_day),
+            "trade_id": pa.array(np.arange(per_day) + day * per_day).cast(pa.string()),
             "ord_type": pa.array(["limit"] * per_day),
             "misc": pa.nulls(per_day, pa.string()),
+            "sequence": pa.nulls(per_day, pa.int64()),
         }, schema=schema)
         date = time.strftime("%Y-%m-%d", time.gmtime((start_us / 1e6) + day * 86400))
         folder = root / "trades" / "exchange=kraken" / f"date={date}"
@@ -465,7 +466,7 @@ def main() -> int:
     ap.add_argument("--e2e-seconds", type=float, default=9.0, help="each `recorder run`")
     ap.add_argument("--duckdb-rows", type=int, default=10_000_000)
     ap.add_argument("--latency-seconds", type=float, default=12)
-    ap.add_argument("--scale-seconds", type=float, default=30.0,
+    ap.add_argument("--scale-seconds", type=float, default=25.0,
                     help="seconds each scale run measures once every book is synced")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="naive, cryptofeed, kucoin, deep, latency, duckdb, simulator, "
@@ -676,6 +677,7 @@ def _print(r: dict) -> None:
         line(f"scale: {s['pairs']:,} {ex} pairs, {s['connections']} connection(s), real time",
              "", "")
         line("  messages / rows", f"{s['msgs_per_s']:,.0f} msg/s / {s['rows_per_s']:,.0f} rows/s")
+        line("  book checkpoint rows (whole run)", f"{s['checkpoint_rows_total']:,}")
         line("  CPU of one core (whole tree)", f"{s['cpu_pct']:.1f} %")
         line("  RSS of the tree (summed) / PSS", f"{s['rss_mb']:.0f} MB / {s['pss_mb']:.0f} MB")
         line("  every book synced after", f"{s['synced_after_s']:.1f} s")

@@ -59,6 +59,7 @@ KUCOIN_STEPS = 6500.0
 GAP_EVENTS = ("sequence_gap", "checksum_mismatch", "disconnected", "buffer_full", "stale",
               "resync_failed", "collector_restarted", "collector_failed")
 SETTLE = 5.0  # seconds after every book is synced before the window starts
+CHECKPOINT_SECONDS = 60  # [output] book_checkpoint's default
 CREDENTIALS = {"BENCH_KC_KEY": DEMO_API_KEY, "BENCH_KC_SECRET": DEMO_API_SECRET,
                "BENCH_KC_PASSPHRASE": DEMO_API_PASSPHRASE}
 CREDENTIALS_TOML = ('[credentials]\napi_key_env = "BENCH_KC_KEY"\n'
@@ -125,23 +126,30 @@ def _analyse(data: Path, exchange: str, run: dict, pairs: int,
         t0 = max(run["start"], t1 - 5.0)
     lo, hi = int(t0 * 1e6), int(t1 * 1e6)
     frames = int(((times * 1e6 >= lo) & (times * 1e6 <= hi)).sum())
-    row_tables = (*tables, "book_checkpoints")
-    rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE epoch_us(ts_recv) BETWEEN "
-                           f"{lo} AND {hi}").fetchone()[0] for t in row_tables)
+    def rows_in(table: str) -> int:
+        return con.execute(f"SELECT count(*) FROM {table} WHERE epoch_us(ts_recv) BETWEEN "
+                           f"{lo} AND {hi}").fetchone()[0]
+
+    rows = sum(rows_in(t) for t in tables)
+    # Every minute each book that changed is written whole (book_checkpoints): at full depth
+    # for a whole exchange that is as many rows again as the market data.
+    checkpoint_rows = rows_in("book_checkpoints")
     unverified_after = con.execute(
         "SELECT count(*) FROM book b JOIN (SELECT symbol, min(ts_recv) AS t FROM book "
         "WHERE verified GROUP BY symbol) s USING (symbol) "
         "WHERE b.ts_recv > s.t AND b.verified IS NOT true").fetchone()[0]
     events = dict(con.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
     gaps = sum(v for k, v in events.items() if k in GAP_EVENTS)
-    con.close()
     window = [(t, r) for t, r in zip(sampler.times, sampler.rss, strict=True) if t0 <= t <= t1]
     pss = [p for p in sampler.pss if t0 <= p[0] <= t1] or sampler.pss[-1:]
     collectors = _collectors(sampler, t0, t1)
-    return {
+    out = {
         "pairs": pairs, "synced_symbols": len(first_ok),
         "synced_after_s": synced_at - run["start"],
         "window_s": t1 - t0, "msgs_per_s": frames / (t1 - t0), "rows_per_s": rows / (t1 - t0),
+        "checkpoint_rows": checkpoint_rows,
+        "checkpoint_rows_total": con.execute("SELECT count(*) FROM book_checkpoints"
+                                             ).fetchone()[0],
         "cpu_pct": 100 * (sampler.cpu_at(t1) - sampler.cpu_at(t0)) / (t1 - t0),
         "cpu_pct_whole_run": 100 * run["cpu_seconds"] / (run["end"] - run["start"]),
         "rss_mb": max((r for _, r in window), default=0) / 2**20,
@@ -153,12 +161,15 @@ def _analyse(data: Path, exchange: str, run: dict, pairs: int,
         "unverified_after_sync": unverified_after, "gaps": gaps, "events": events,
         "duration_s": run["end"] - run["start"],
     }
+    con.close()
+    return out
 
 
 def run_kraken(seconds: float, step: Callable[[str], None], n: int = KRAKEN_PAIRS,
                steps: float = KRAKEN_STEPS, sync_allowance: float = 8.0) -> dict:
     names, sim_pairs = kraken_pairs(n)
-    step(f"scale: {n} Kraken pairs, {steps:g} market steps/s, {sync_allowance + seconds:.0f} s")
+    step(f"scale: {n} Kraken pairs, {steps:g} market steps/s, "
+         f"{sync_allowance + SETTLE + seconds + 1:.0f} s")
     with SimulatorProcess(["--pairs", sim_pairs, "--rate", str(steps), "--seed", "7"],
                           start_timeout=120, capture_stderr=True) as sim:
         pin(sim.proc.pid if sim.proc else None, SIMULATOR_CORE)
@@ -175,15 +186,17 @@ def run_kucoin(seconds: float, step: Callable[[str], None], n: int = KUCOIN_PAIR
                steps: float = KUCOIN_STEPS, sync_allowance: float = 25.0) -> dict:
     names, sim_pairs = kucoin_pairs(n)
     step(f"scale: {n} KuCoin pairs, {steps:g} market steps/s, "
-         f"{sync_allowance + seconds:.0f} s")
+         f"{max(sync_allowance + SETTLE + seconds + 1, CHECKPOINT_SECONDS + 6):.0f} s")
     with SimulatorProcess(["--pairs", sim_pairs, "--rate", str(steps), "--seed", "7"],
                           exchange="kucoin", start_timeout=120, capture_stderr=True) as sim:
         pin(sim.proc.pid if sim.proc else None, SIMULATOR_CORE)
         cfg = kucoin_config(OUT / "scale-kucoin.toml", sim.urls["rest"], names)
         data = OUT / "scale-kucoin"
         shutil.rmtree(data, ignore_errors=True)
-        run = run_recorder([cfg], data, sync_allowance + SETTLE + seconds + 1, pss_every=8,
-                           env={**os.environ, **CREDENTIALS})
+        # Long enough to hold the first book checkpoint (60 s after a collector starts): at
+        # full depth it writes every level of every book, a real share of the cost.
+        duration = max(sync_allowance + SETTLE + seconds + 1, CHECKPOINT_SECONDS + 6)
+        run = run_recorder([cfg], data, duration, pss_every=8, env={**os.environ, **CREDENTIALS})
     out = _analyse(data, "kucoin", run, n, ("book", "trades", "ticker"))
     out.update(connections=max(1, out["processes"] - 1))
     return out

@@ -31,6 +31,8 @@ def exposition_of_a_busy_job(tmp_path: Path | None = None) -> str:
     snap["counters"]["credentials_refused"] = 0
     snap["gauges"]["token_at"] = time.time() - 5
     snap["gauges"]["clock_offset_s"] = 0.002
+    snap["gauges"]["upload_lag_s"] = 42.5  # storing to an object store
+    snap["gauges"]["spool_bytes"] = 1_048_576
     _publish(directory, snap)
     agg = Aggregator(directory, lambda: [child])
     return generate_latest(make_registry(agg)).decode()

@@ -88,6 +88,10 @@ def test_exposition_has_the_contract_names_and_bounded_labels(tmp_path):
     rows = [s for s in samples if s.name == "recorder_rows_total"]
     assert {s.labels["table"] for s in rows} == {"trades", "events"}
     assert all(s.labels["exchange"] == "kraken" for s in rows)
+    # Storing to an object store: the upload lag and the spool, as the collector published.
+    upload = {s.name: s.value for s in samples
+              if s.name in ("recorder_upload_lag_seconds", "recorder_spool_bytes")}
+    assert upload == {"recorder_upload_lag_seconds": 42.5, "recorder_spool_bytes": 1_048_576}
 
 
 def test_collector_side_counts_at_flush_and_publishes(tmp_path):
@@ -225,3 +229,11 @@ def test_the_runner_asks_for_metrics_by_the_same_name():
     # --metrics-port does not even import the metrics modules.
     runner = (Path(__file__).resolve().parents[1] / "recorder/capture/runner.py").read_text()
     assert f'os.environ.get("{metrics.METRICS_DIR_ENV}")' in runner
+
+
+def test_upload_lag_is_the_oldest_waiting_file():
+    from recorder.capture.metrics import _upload_lag
+
+    assert _upload_lag(None, 100.0) is None  # a local data directory: not exported
+    assert _upload_lag({"oldest_waiting_at": None}, 100.0) == 0.0
+    assert _upload_lag({"oldest_waiting_at": 60.0}, 100.0) == 40.0

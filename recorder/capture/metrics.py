@@ -256,6 +256,10 @@ class CollectorMetrics:
                 "journal_pending_rows": pending,
                 "journal_lag_s": round(mono - self._journal_progress_at, 3) if pending else 0.0,
                 "queued_rows": int(stats.get("queued_rows") or 0),
+                # Storing to an object store: the oldest finished file still in the spool.
+                "upload_lag_s": _upload_lag(stats.get("upload"), now),
+                "spool_bytes": (int((stats.get("upload") or {}).get("waiting_bytes") or 0)
+                                if stats.get("upload") is not None else None),
                 "books_verified": (getattr(c.books, "verified", None)
                                    if c is not None and hasattr(c, "books") else None),
             },
@@ -362,3 +366,12 @@ def read_file(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _upload_lag(upload: dict | None, now: float) -> float | None:
+    """Seconds the oldest finished file has waited in the spool (0: none waits); None when
+    the data is not stored in an object store."""
+    if upload is None:
+        return None
+    oldest = upload.get("oldest_waiting_at")
+    return round(max(0.0, now - oldest), 3) if oldest else 0.0

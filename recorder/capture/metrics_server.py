@@ -266,6 +266,8 @@ class Aggregator:
                     if proc else 0,
                     "journal_lag_s": gauges.get("journal_lag_s", 0.0) if proc else 0.0,
                     "queued_rows": gauges.get("queued_rows", 0) if proc else 0,
+                    "upload_lag_s": gauges.get("upload_lag_s") if proc else None,
+                    "spool_bytes": gauges.get("spool_bytes") if proc else None,
                     "rss_bytes": rss_bytes(child.pid) if proc is not None else None,
                 })
             # Collectors not (or no longer) among the jobs: their totals still count.
@@ -374,6 +376,11 @@ class RecorderCollector:
                      "progress while rows wait (0 when none wait).")
         queued = gauge("recorder_sink_queued_rows", "Rows waiting for the sink's writer "
                        "thread.")
+        upload_lag = gauge("recorder_upload_lag_seconds", "Storing to an object store: "
+                           "seconds the oldest finished file has waited in the local spool "
+                           "(0: none waits).")
+        spool = gauge("recorder_spool_bytes", "Storing to an object store: bytes of finished "
+                      "files waiting in the local spool.")
         rss = GaugeMetricFamily("recorder_process_resident_memory_bytes", "RSS of each "
                                 "process of the job (the supervisor: collector=\"supervisor\").",
                                 labels=["collector"])
@@ -426,6 +433,10 @@ class RecorderCollector:
             pending.add_metric(labels, c["journal_pending_rows"])
             jlag.add_metric(labels, c["journal_lag_s"])
             queued.add_metric(labels, c["queued_rows"])
+            if c.get("upload_lag_s") is not None:
+                upload_lag.add_metric(labels, c["upload_lag_s"])
+            if c.get("spool_bytes") is not None:
+                spool.add_metric(labels, c["spool_bytes"])
             if c["rss_bytes"] is not None:
                 rss.add_metric([c["collector"]], c["rss_bytes"])
         if view["rss_bytes"] is not None:
@@ -435,7 +446,8 @@ class RecorderCollector:
             disk_size.add_metric([d["path"]], d["size_bytes"])
         yield from (rows, *simple.values(), integrity, events, problems, lag, up, state,
                     restarts, connected, last_msg, msg_age, last_data, data_age, token_age,
-                    offset, pending, jlag, queued, rss, disk_free, disk_size)
+                    offset, pending, jlag, queued, upload_lag, spool, rss, disk_free,
+                    disk_size)
 
 
 def make_registry(aggregator: Aggregator):  # noqa: ANN201 - a CollectorRegistry
