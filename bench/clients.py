@@ -31,6 +31,7 @@ import time
 import urllib.request
 
 import websocket
+from wsframes import split_frames  # bench/ is on the path of a bench script
 
 # Data frames never start with these: Kraken v2 heartbeat/status/acks, v1 events, KuCoin
 # welcome/ack/pong/error ({"id":...,"type":...} or {"type":...}).
@@ -65,27 +66,7 @@ def _raw(ws: websocket.WebSocket, warmup: int, seconds: float) -> dict:
         if not got:
             raise ConnectionError("closed by the server")
         buf += view[:got]
-        pos = 0
-        size = len(buf)
-        n = b = 0
-        while size - pos >= 2:
-            ln = buf[pos + 1] & 0x7F
-            if ln < 126:
-                hl = 2
-            elif ln == 126:
-                if size - pos < 4:
-                    break
-                hl, ln = 4, (buf[pos + 2] << 8) | buf[pos + 3]
-            else:
-                if size - pos < 10:
-                    break
-                hl, ln = 10, int.from_bytes(buf[pos + 2:pos + 10], "big")
-            if size - pos < hl + ln:
-                break
-            if not buf.startswith(prefixes, pos + hl):
-                n += 1
-                b += ln
-            pos += hl + ln
+        pos, n, b = split_frames(buf, prefixes)
         del buf[:pos]
         if not n:
             continue

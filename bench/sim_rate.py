@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wsframes import split_frames
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recorder.simulator.testing import SimulatorProcess  # noqa: E402
@@ -111,25 +113,7 @@ def drain(url: str, subscribes: list[str], warmup: float, seconds: float) -> dic
         if not got:
             raise ConnectionError(f"{url}: closed by the simulator")
         buf += view[:got]
-        pos = 0
-        size = len(buf)
-        n = 0
-        while size - pos >= 2:
-            ln = buf[pos + 1] & 0x7F
-            if ln < 126:
-                hl = 2
-            elif ln == 126:
-                if size - pos < 4:
-                    break
-                hl, ln = 4, (buf[pos + 2] << 8) | buf[pos + 3]
-            else:
-                if size - pos < 10:
-                    break
-                hl, ln = 10, int.from_bytes(buf[pos + 2:pos + 10], "big")
-            if size - pos < hl + ln:
-                break
-            pos += hl + ln
-            n += 1
+        pos, n, _ = split_frames(buf)
         del buf[:pos]
         now = time.perf_counter()
         if counting:

@@ -99,3 +99,51 @@ def test_collector_resends_a_silent_resync_then_reconnects(tmp_path):
                                               ("resync_failed", "BTC/USD")]
     assert events[1][2] == {"attempt": 2, "after": "timeout"}
     assert events[2][2] == {"attempts": 2, "last": "timeout"}
+
+
+class _FakeReader:
+    def close(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def test_a_replacement_that_found_a_book_wrong_resyncs_it_once_recorded(tmp_path):
+    """A connection opened to replace an old one finds a checksum mismatch before the switch:
+    the event is recorded with its rows and the book is resynced when it takes over."""
+    import time
+
+    from recorder.capture.book import BookKeeper
+    from recorder.capture.collector import _Conn
+    from recorder.core.events import new_rows
+    from recorder.exchanges.base import ConnectPlan
+    from recorder.exchanges.kraken.book_rule import RULE
+
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[exchange]\nname = "kraken"\napi = "v2"\n'
+                        '[[subscribe]]\nchannel = "book"\nsymbols = ["BTC/USD"]\ndepth = 25\n')
+    cfg = load_config(cfg_path)
+
+    class _Sink:
+        def write(self, table, rows):
+            pass
+
+        def tick(self):
+            pass
+
+    collector = Collector(cfg, sink=_Sink(), feed=public_feed(cfg))
+
+    def conn(conn_id, ws):
+        return _Conn(conn_id, ConnectPlan("ws://x", []), ws, _FakeReader(), None,
+                     BookKeeper(RULE), new_rows(), time.monotonic())
+
+    old, new = conn(1, _FakeWS()), conn(2, _FakeWS())
+    collector._adopt(old)
+    collector._rotation = new
+    failure = IntegrityFailure("BTC/USD", "checksum_mismatch", {"expected": 1, "computed": 2}, 7)
+    collector._failed_while_opening(new, [failure], ts_recv=1)
+    assert new.ws.sent == [] and old.ws.sent == []  # nothing sent before the switch
+    assert [e[2:4] for e in new.rows["events"]] == [("checksum_mismatch", "BTC/USD")]
+    collector._switch(new)
+    assert [(m["method"], m["params"]["symbol"]) for m in new.ws.sent] == [
+        ("unsubscribe", ["BTC/USD"]), ("subscribe", ["BTC/USD"])]
+    kinds = [e[2] for e in collector.rows["events"]]
+    assert "checksum_mismatch" in kinds and "connection_rotated" in kinds

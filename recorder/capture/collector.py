@@ -411,8 +411,11 @@ class Collector:
                 control = parse(decode(data), ts_recv, self.update_id, rows)
                 if len(book_rows) > book_start:
                     failures = books.process(book_rows, book_start)
-                    if failures and conn is self.conn:
-                        self._resync(conn.ws, failures, ts_recv)
+                    if failures:
+                        if conn is self.conn:
+                            self._resync(conn.ws, failures, ts_recv)
+                        else:
+                            self._failed_while_opening(conn, failures, ts_recv)
                     if books.snapshots:
                         self._snapshotted(conn, ts_recv)
             except _MALFORMED as e:
@@ -495,6 +498,16 @@ class Collector:
             log.warning("book %s on %s (%s): resyncing", f.kind.replace("_", " "), f.symbol,
                         ", ".join(f"{k} {v}" for k, v in f.detail.items()))
             self._begin_resync(ws, f.symbol, now)
+
+    def _failed_while_opening(self, conn: _Conn, failures: list[IntegrityFailure],
+                              ts_recv: int) -> None:
+        """A replacement still opening found a book wrong: the event now, with its own rows,
+        and the resync once it is the recorded connection (see _switch)."""
+        for f in failures:
+            conn.rows["events"].append(event(
+                self.exchange, ts_recv, f.kind, symbol=f.symbol, channel="book",
+                conn_id=conn.conn_id, detail=detail(**f.detail, update_id=f.update_id)))
+            conn.extra.setdefault("snapshots_wanted", {})[f.symbol] = "mismatch"
 
     def _begin_resync(self, ws: Any, symbol: str | None, now: float,
                       why: str = "mismatch") -> None:
