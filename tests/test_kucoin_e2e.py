@@ -459,13 +459,14 @@ def test_every_reconnect_takes_a_fresh_bullet_and_malformed_frames_are_events(si
 
 @pytest.fixture(scope="module")
 def rotation(tmp_path_factory):
-    """Connections replaced every 3 s ([connection] max_connection_age) while the simulator
-    cuts them at 5 s; the simulator's trade history is polled all along."""
+    """Connections replaced from 3 s on ([connection] max_connection_age; the switch comes
+    after an overlap of 1.5 s) while the simulator cuts them at 6 s; the simulator's trade
+    history is polled all along."""
     tmp = tmp_path_factory.mktemp("rotation")
     data = tmp / "data"
     history: dict[tuple[str, str], tuple] = {}
     windows: list[tuple[str, int, int]] = []
-    with SimulatorProcess(["--seed", "5", "--rate", "60", "--max-connection-age", "5"],
+    with SimulatorProcess(["--seed", "5", "--rate", "60", "--max-connection-age", "6"],
                           exchange="kucoin") as s:
         stop_polling = threading.Event()
 
@@ -505,7 +506,10 @@ def test_rotation_loses_and_duplicates_no_trade(rotation):
     assert rotations >= 2 and k["connected"] == 1 and k["disconnected"] == 0, k
     assert k["rotation_failed"] == 0
     assert stats["faults"].get("age_cut", 0) == 0, "replaced before the simulator's cut"
-    assert stats["tokens_issued"] == 1 + rotations, "a fresh bullet for every connection"
+    # A rotation still opening when the run ends is dropped quietly: count connections.
+    assert stats["connections_total"] >= 1 + rotations
+    assert stats["tokens_issued"] == stats["connections_total"], (
+        "a fresh bullet for every connection")
     rotated = [json.loads(d) for (d,) in con.execute(
         "SELECT detail FROM events WHERE kind = 'connection_rotated'").fetchall()]
     assert sum(r["overlap_rows"] for r in rotated) > 0, "the connections overlapped"

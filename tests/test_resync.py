@@ -102,6 +102,16 @@ def test_collector_resends_a_silent_resync_then_reconnects(tmp_path):
 
 
 class _FakeReader:
+    """A connection with nothing left to read (the switch drains the old one first)."""
+
+    close_frame = None
+
+    def settimeout(self, seconds: float) -> None:
+        pass
+
+    def read(self) -> list[bytes]:
+        raise TimeoutError
+
     def close(self, timeout: float = 0.0) -> None:
         pass
 
@@ -147,3 +157,65 @@ def test_a_replacement_that_found_a_book_wrong_resyncs_it_once_recorded(tmp_path
         ("unsubscribe", ["BTC/USD"]), ("subscribe", ["BTC/USD"])]
     kinds = [e[2] for e in collector.rows["events"]]
     assert "checksum_mismatch" in kinds and "connection_rotated" in kinds
+
+
+class _BufferedReader(_FakeReader):
+    """A connection whose socket still holds frames the loop has not read."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    def read(self) -> list[bytes]:
+        if not self.frames:
+            raise TimeoutError
+        out, self.frames = self.frames, []
+        return out
+
+
+def test_the_switch_records_what_the_old_connection_still_held(tmp_path):
+    """A trade the old connection received just before the replacement subscribed (so the
+    replacement never gets it) may still sit unread in the old socket when the replacement's
+    last acknowledgement is read: the switch parses it before closing the old connection,
+    and the replacement's copies of what both delivered are dropped."""
+    import time
+
+    from recorder.capture.book import BookKeeper
+    from recorder.capture.collector import _Conn
+    from recorder.core.events import new_rows
+    from recorder.exchanges.base import ConnectPlan
+    from recorder.exchanges.kraken.book_rule import RULE
+
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[exchange]\nname = "kraken"\napi = "v2"\n'
+                        '[[subscribe]]\nchannel = "trade"\nsymbols = ["BTC/USD"]\n')
+    cfg = load_config(cfg_path)
+    written: list[tuple] = []
+
+    class _Sink:
+        def write(self, table, rows):
+            if table == "trades":
+                written.extend(rows)
+
+        def tick(self):
+            pass
+
+    feed = public_feed(cfg)
+    collector = Collector(cfg, sink=_Sink(), feed=feed)
+
+    def trade(tid: int) -> bytes:
+        return json.dumps({"channel": "trade", "type": "update", "data": [{
+            "symbol": "BTC/USD", "side": "buy", "price": 100.5, "qty": 0.25,
+            "ord_type": "limit", "trade_id": tid,
+            "timestamp": "2026-12-07T06:00:00.000000Z"}]}).encode()
+
+    # The recorded connection parses into the collector's own row buffer.
+    old = _Conn(1, ConnectPlan("ws://x", []), _FakeWS(), _BufferedReader([trade(41)]),
+                feed.parse, BookKeeper(RULE), collector.rows, time.monotonic())
+    new = _Conn(2, ConnectPlan("ws://x", []), _FakeWS(), _FakeReader(), feed.parse,
+                BookKeeper(RULE), new_rows(), time.monotonic())
+    collector._adopt(old)
+    collector._rotation = new
+    collector._frames(new, [trade(42)], ts_recv=5)  # the replacement starts after 41
+    collector._switch(new)
+    collector._flush()
+    assert [r[7] for r in written] == ["41", "42"]

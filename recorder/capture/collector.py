@@ -57,6 +57,12 @@ _ROTATION_RETRY = 60.0
 # After a switch, rows identical to what the old connection delivered last are dropped for
 # this long: the new connection may deliver its copies a moment after the old one.
 _SETTLE_SECONDS = 3.0
+# Both connections are read for this long after the replacement's last acknowledgement
+# before the switch: a trade the exchange sent the old connection just before it
+# subscribed the new one may reach us after the new one's acknowledgement (two TCP
+# connections, maybe two servers). The old one's rows of that time are recorded; the new
+# one's copies are dropped at the switch.
+_OVERLAP_SECONDS = 1.5
 # Tables whose rows a rotation's overlap may deliver twice; a row's content without its
 # receive time tells the copies apart. (Book rows are not among them: the new connection's
 # rows start with a snapshot, which replaces the book.)
@@ -86,6 +92,7 @@ class _Conn:
     opened: float
     ready: bool = False
     acks: int = 0
+    acked_at: float | None = None  # when the last expected acknowledgement arrived
     last_frame: float = 0.0
     last_ping: float = 0.0
     pong_due: float | None = None
@@ -278,9 +285,12 @@ class Collector:
             self._next_heartbeat = 0.0
             if conn is not None:
                 conn.reader.close(timeout=0.5)
-            self._abandon_rotation("the connection it was to replace ended")
+            stopping = self.stop_event.is_set() or (deadline and time.monotonic() >= deadline)
+            if stopping:
+                self._drop_rotation()  # not a failure: the job ends
+            else:
+                self._abandon_rotation("the connection it was to replace ended")
         self._flush()
-        stopping = self.stop_event.is_set() or (deadline and time.monotonic() >= deadline)
         kind = "stopped" if stopping else "disconnected"
         self._event(kind, detail(reason=reason, frames=self.frames))
         if not stopping:
@@ -642,7 +652,10 @@ class Collector:
         if why:
             self._abandon_rotation(why)
         elif rot.ready and rot.acks >= rot.plan.acks_expected:
-            self._switch(rot)
+            if rot.acked_at is None:
+                rot.acked_at = now
+            if now - rot.acked_at >= _OVERLAP_SECONDS:
+                self._switch(rot)
         else:
             rate = rot.plan.max_messages_per_second
             limit = _ROTATION_TIMEOUT + (len(rot.plan.requests) / rate if rate else 0.0)
@@ -661,20 +674,26 @@ class Collector:
             return
         self._rotation = opened
 
-    def _abandon_rotation(self, why: str) -> None:
+    def _drop_rotation(self) -> _Conn | None:
         rot = self._rotation
+        if rot is not None:
+            self._rotation = None
+            self._overlap_seen = {}
+            rot.reader.close(timeout=0.2)
+        return rot
+
+    def _abandon_rotation(self, why: str) -> None:
+        rot = self._drop_rotation()
         if rot is None:
             return
-        self._rotation = None
-        self._overlap_seen = {}
         self._next_rotation_try = time.monotonic() + _ROTATION_RETRY
-        rot.reader.close(timeout=0.2)
         self._event("rotation_failed", detail(error=why, new_conn_id=rot.conn_id))
         log.warning("replacement connection %d given up: %s", rot.conn_id, why)
 
     def _switch(self, new: _Conn) -> None:
         """Make the replacement the recorded connection and close the old one."""
         old = self.conn
+        self._drain(old)
         self._flush()  # still rotating: the old connection's last rows join _overlap_seen
         self._rotation = None
         seen = {(table, _content(table, r)) for table, rows in self._overlap_seen.items()
@@ -697,6 +716,21 @@ class Collector:
                                                  overlap_rows=kept, duplicates_dropped=dropped))
         log.info("connection %d replaced by %d after %.0f s (%d duplicate rows dropped)",
                  old.conn_id, new.conn_id, age, dropped)
+
+    def _drain(self, old: _Conn) -> None:
+        """Parse what the old connection already received before it is closed: those
+        frames may hold rows the new one never got."""
+        old.reader.settimeout(0.0)
+        try:
+            while old.reader.close_frame is None:
+                try:
+                    frames = old.reader.read()
+                except (BlockingIOError, TimeoutError):
+                    return
+                if self._frames(old, frames, time.time_ns() // 1000):
+                    return
+        except (ConnectionClosed, OSError, websocket.WebSocketException, ProtocolError):
+            return
 
     def _merge(self, new: _Conn, seen: set) -> tuple[int, int]:
         """Move the replacement's rows into the recorded buffer: duplicates of what the old
