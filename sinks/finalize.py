@@ -28,6 +28,7 @@ from sinks.journal import SegmentInfo, SegmentRead, lock_nowait, read_segment, s
 from sinks.layout import (
     TMP_SUFFIX,
     fsync_dir,
+    fsync_file,
     parquet_name,
     partition_dir,
     tmp_path,
@@ -112,12 +113,7 @@ def _write_parquet(
             writer.write_table(pa.Table.from_batches(pending), row_group_size=group)
     finally:
         writer.close()
-    # fsync through a second descriptor: it flushes the inode, whoever wrote the pages.
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     if first_us is None:  # every ts_recv null: name the file after its rotation window
         first_us, last_us = info.window_start_us, info.window_end_us - 1
     return rows, first_us, last_us
@@ -132,6 +128,12 @@ def _ts_range(batch: pa.RecordBatch) -> tuple[int | None, int | None]:
     col = batch.column(batch.schema.get_field_index("ts_recv"))
     mm = pc.min_max(col.view(pa.int64()))
     return mm["min"].as_py(), mm["max"].as_py()
+
+
+def publish_file(tmp: Path, partition: Path, name: str) -> Path:
+    """Rename the complete, fsynced ``tmp`` into ``partition`` as ``name`` (or the next free
+    ``-N`` name), never replacing an existing file; the directory is fsynced."""
+    return _publish(tmp, partition, name)
 
 
 def _publish(tmp: Path, partition: Path, name: str) -> Path:

@@ -91,6 +91,15 @@ def window_of(ts_us: int, rotate_us: int) -> tuple[int, int]:
     return start, min(start + rotate_us, day_start + DAY_US)
 
 
+def fsync_file(path: Path) -> None:
+    """fsync through a second descriptor: it flushes the inode, whoever wrote the pages."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in ``path`` durable (the entry lives in the directory)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -245,6 +245,25 @@ class S3Store:
                 out.append(info.path)
         return sorted(out)
 
+    def file_metadata(self, key: str) -> dict[str, str]:
+        """The ``market_recorder.*`` metadata of the Parquet file ``bucket/prefix/...``
+        (prefix removed): the footer only, a ranged read or two."""
+        import pyarrow.parquet as pq
+
+        from sinks.parquet_format import META_PREFIX
+
+        with self.fs.open_input_file(key) as f:
+            raw = pq.read_schema(f).metadata or {}
+        return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items()
+                if k.decode().startswith(META_PREFIX)}
+
+    def delete(self, rel: str) -> None:
+        """Delete ``<prefix>/<rel>`` (gone already is fine)."""
+        try:
+            self.fs.delete_file(self.store.key(rel))
+        except FileNotFoundError:
+            pass
+
     def fsspec(self) -> Any:
         """This store as an fsspec file system answering ``s3://`` paths (what DuckDB's
         ``register_filesystem`` takes; its httpfs extension is not needed)."""

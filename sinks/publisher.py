@@ -25,6 +25,7 @@ from sinks.reporting import Reporter
 from sinks.stats import Stats
 
 MAX_RETRY_SECONDS = 30.0
+CATALOG_STOP_WAIT = 3.0  # at a clean stop, seconds of commits to the catalog at most
 MAX_WAITING = 64  # retired segments (and control items) waiting to be published
 
 
@@ -41,6 +42,10 @@ class Publisher(threading.Thread):
         self._queue: queue.Queue = queue.Queue(maxsize=max_waiting)
         self.waiting = 0  # segments queued or being published
         self._lock = threading.Lock()
+        # A data directory with a table catalog (sinks/catalog.py): every published file is
+        # queued for it and committed by a thread of its own. Only the settings file is
+        # read when there is none: pyiceberg is never imported then.
+        self.catalog = _committer(root, reporter)
 
     def put(self, item: SegmentWriter | tuple, timeout: float | None = None) -> bool:
         """Queue a segment or a control item; blocks while ``max_waiting`` items wait (at
@@ -58,6 +63,8 @@ class Publisher(threading.Thread):
         return True
 
     def run(self) -> None:
+        if self.catalog is not None:
+            self.catalog.start()
         while True:
             item = self._queue.get()
             if isinstance(item, SegmentWriter):
@@ -74,6 +81,9 @@ class Publisher(threading.Thread):
             elif item[0] == "barrier":
                 item[1].set()
             elif item[0] == "stop":
+                if self.catalog is not None and not self.catalog.finish(CATALOG_STOP_WAIT):
+                    logging.getLogger("sinks").warning(
+                        "catalog commits still queued at stop (next start commits them)")
                 return
 
     def _publish(self, seg: SegmentWriter) -> None:
@@ -106,4 +116,24 @@ class Publisher(threading.Thread):
                 self.reporter.problem("parquet_write_resumed", {"segment": seg.path.name})
             if done.path is not None and not done.already_done:
                 self.stats.add_file(seg.info.table, done.rows, done.bytes)
+            if done.path is not None and self.catalog is not None:
+                self._queue_for_catalog(seg.info.table, done.path)
             return
+
+    def _queue_for_catalog(self, table: str, path: Path) -> None:
+        try:
+            self.catalog.add(table, path.relative_to(self.root).as_posix())
+        except OSError as e:  # the file is published; `recorder iceberg` adds it later
+            self.reporter.problem("catalog_queue_failed", {"file": path.name,
+                                                           "error": f"{e.strerror or e}"},
+                                  level=logging.ERROR)
+
+
+def _committer(root: Path, reporter: Reporter):  # noqa: ANN202 - Committer | None
+    from sinks.catalog import settings_path
+
+    if not settings_path(root).exists():
+        return None
+    from sinks.catalog_queue import committer_for
+
+    return committer_for(root, reporter)

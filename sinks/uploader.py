@@ -118,10 +118,15 @@ class Uploader(threading.Thread):
         self.oldest_waiting_at: float | None = None
         self._next_state = 0.0
         self._lock = threading.Lock()
+        # A table catalog (``<spool>/_catalog/catalog.json``, sinks/catalog.py): each file
+        # is queued for it once it is in the store, before the local copy goes.
+        self.catalog = _committer(self.root, reporter)
 
     # -- the thread --------------------------------------------------------------------
 
     def run(self) -> None:
+        if self.catalog is not None:
+            self.catalog.start()
         delay = 0.0
         while not self._halt.is_set():
             if delay:
@@ -188,6 +193,10 @@ class Uploader(threading.Thread):
             except OSError as e:
                 self._failed(w, e)
                 return False
+            if self.catalog is not None:
+                # Queued (durably) before the local copy goes: a crash in between leaves
+                # the file to upload again (found complete in the store) and queue then.
+                self.catalog.add(w.table, up.rel)
             w.path.unlink(missing_ok=True)
             try:
                 fsync_dir(w.path.parent)
@@ -283,6 +292,8 @@ class Uploader(threading.Thread):
         left = waiting_files(self.root)
         self._count(left)
         self.write_state(force=True)
+        if self.catalog is not None:
+            self.catalog.finish(max(1.0, min(wait, 3.0)))
         return left
 
     # -- state -------------------------------------------------------------------------
@@ -323,6 +334,16 @@ class Uploader(threading.Thread):
             os.replace(tmp, path)
         except OSError as e:  # a full disk must not stop the uploads
             log.debug("cannot write %s: %s", path, e)
+
+
+def _committer(root: Path, reporter: Reporter):  # noqa: ANN202 - Committer | None
+    from sinks.catalog import settings_path
+
+    if not settings_path(root).exists():
+        return None  # no catalog: pyiceberg is never imported
+    from sinks.catalog_queue import committer_for
+
+    return committer_for(root, reporter, uploads=True)
 
 
 class UploadingSink:

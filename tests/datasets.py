@@ -32,7 +32,8 @@ def trade(symbol: str, t: int, price: str, qty: str, side: str = "buy", tid: int
     tx = t - 1000 if tx is None else tx
     return make_row("trades", exchange="kraken", symbol=symbol,
                     ts_exchange=f"{tx // 1_000_000}.{tx % 1_000_000:06d}", ts_recv=t,
-                    price=price, qty=qty, side=side, trade_id=tid, ord_type="limit")
+                    price=price, qty=qty, side=side, trade_id=tid, ord_type="limit",
+                    source="ws")
 
 
 def write(root: Path, rows: dict[str, list[tuple]], exchange: str = "kraken", **kw) -> None:

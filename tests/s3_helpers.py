@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 BUCKET = "recorder-test"
 
 
@@ -190,3 +192,13 @@ class Gate:
                     s.close()
                 except OSError:
                     pass
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """A moto S3 server for the test module (import this fixture where it is used)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -145,6 +145,7 @@ TYPE_CASES = [
     ("output", "spool", "1", "must be a non-empty string, got 1"),
     ("output", "spool_max_mb", "0.5", "must be an integer, got 0.5"),
     ("output", "upload_wait", "'8s'", "must be a number, got '8s'"),
+    ("output", "catalog", "1", "must be a non-empty string, got 1"),
     ("credentials", "api_key_env", "1", "must be a non-empty string, got 1"),
     ("credentials", "api_secret_env", "{a = 1}", "must be a non-empty string"),
     ("credentials", "secrets_file", "false", "must be a non-empty string, got False"),
@@ -155,6 +156,10 @@ TYPE_CASES = [
     ("connection", "resync_timeout", "'10'", "must be a number, got '10'"),
     ("connection", "resync_attempts", "2.5", "must be an integer, got 2.5"),
     ("connection", "max_connection_age", "30", "must be a non-empty string, got 30"),
+    ("connection", "backfill", '"yes"', "must be true or false, got 'yes'"),
+    ("connection", "redundancy", "3", "1 or 2 connections carry the trades, got 3"),
+    ("connection", "backfill_max_span", '"a day"',
+     "'a day' is not a duration; use a number with s, m, h or d"),
     ("credentials", "api_passphrase_env", "'P'", "kraken does not use it"),
     ("credentials", "key_version", "2", "kraken does not use it"),
     ("subscribe", "channel", "1", "1 is not a channel; allowed: trade, book"),
@@ -279,3 +284,39 @@ def test_cli_reports_config_error_and_exits_2(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert str(path) in lines[0] and "subscribe[0].depth" in lines[0]
     assert "allowed: 10, 25, 100, 500, 1000" in lines[0]
+
+
+def test_backfill_is_on_by_default_and_off_for_a_custom_url_without_rest_url(tmp_path):
+    """Repairing gaps reads the REST history at rest_url: a config pointing url at another
+    server (the simulator) without its rest_url would repair from the real exchange."""
+    subs = '[[subscribe]]\nchannel = "trade"\nsymbols = ["BTC/USD"]\n'
+
+    def load(exchange: str, connection: str = "") -> object:
+        path = tmp_path / "c.toml"
+        path.write_text(f'[exchange]\nname = "kraken"\n{exchange}\n[connection]\n'
+                        f'{connection}\n{subs}')
+        return load_config(path)
+
+    assert load("").backfill is True and load("").backfill_max_span == 86_400
+    assert load('url = "ws://127.0.0.1:1/v2"').backfill is False
+    both = 'url = "ws://127.0.0.1:1/v2"\nrest_url = "http://127.0.0.1:2"'
+    assert load(both).backfill is True
+    assert load("", 'backfill = false\nbackfill_max_span = "2h"').backfill is False
+    assert load("", 'backfill_max_span = "2h"').backfill_max_span == 7200
+    with pytest.raises(ConfigError) as e:
+        load('url = "ws://127.0.0.1:1/v2"', "backfill = true")
+    assert e.value.key == "connection.backfill" and "needs exchange.rest_url" in str(e.value)
+
+
+def test_redundancy_is_one_or_two_connections(tmp_path):
+    path = tmp_path / "c.toml"
+    base = '[exchange]\nname = "kraken"\n[[subscribe]]\nchannel = "trade"\nsymbols = ["BTC/USD"]\n'
+    path.write_text(base)
+    assert load_config(path).redundancy == 1
+    path.write_text(base + "[connection]\nredundancy = 2\n")
+    assert load_config(path).redundancy == 2
+    for bad, says in (("0", "must be at least 1"), ("1.5", "must be an integer")):
+        path.write_text(base + f"[connection]\nredundancy = {bad}\n")
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert e.value.key == "connection.redundancy" and says in str(e.value)

@@ -175,3 +175,13 @@ def test_each_exchange_is_in_its_own_folder(name):
     if not folder.is_dir():
         pytest.fail(f"recorder/exchanges/{name}/ is missing")
     assert (folder / "spec.py").is_file(), "an exchange describes itself in spec.py"
+
+
+def test_no_module_shadows_the_standard_library():
+    """bench/ is put on sys.path by the benchmark scripts (and tests that import them): a
+    bench/profile.py once replaced the standard ``profile`` module that pyspark imports."""
+    import sys
+
+    ours = {p.stem for d in ("bench", "tests") for p in (ROOT / d).glob("*.py")}
+    ours |= {p.name for p in ROOT.iterdir() if p.is_dir()}
+    assert not ours & set(sys.stdlib_module_names)

@@ -84,8 +84,9 @@ def test_trades():
         assert _col("trades", row, "trade_id") == d["tradeId"]
         assert _col("trades", row, "sequence") == int(d["sequence"])
         assert _col("trades", row, "ord_type") is None
+        assert _col("trades", row, "source") == "ws"
     # A sequence above 2^53 (the 2024 spec example) stays exact.
-    assert out["trades"][-1][-1] == 11067996711960577 > 2**53
+    assert _col("trades", out["trades"][-1], "sequence") == 11067996711960577 > 2**53
 
 
 def test_trades_agree_with_tardis():

@@ -23,17 +23,11 @@ from recorder.simulator.testing import SimulatorProcess
 from sinks.object_store import S3Store
 from sinks.parquet_sink import ParquetSink
 from sinks.uploader import Uploader, UploadingSink, waiting_files
+from tests import s3_helpers
 from tests.e2e import FAST, ROOT, SUBS, write_config
-from tests.s3_helpers import BUCKET, Gate, MotoServer
+from tests.s3_helpers import BUCKET, Gate
 
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
+moto = s3_helpers.moto  # the fixture
 
 
 @pytest.fixture(scope="module")

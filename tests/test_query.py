@@ -69,12 +69,12 @@ def test_several_days_and_partition_pruning(days: Path) -> None:
 def test_schema_addition_old_files_still_read(tmp_path: Path) -> None:
     root = tmp_path / "d"
     write(root, {"trades": [trade("BTC/USD", T0 + 5 * HOUR, "100.5", "1", tid=1)]})
-    # A file from "an older version", written by hand: no ord_type/misc/sequence columns,
+    # A file from "an older version", written by hand: no ord_type/misc/sequence/source columns,
     # and schema 1's types (narrower decimals, numeric trade ids).
     before = {"price": pa.decimal128(18, 10), "qty": pa.decimal128(22, 10),
               "trade_id": pa.int64()}
     old = pa.schema([pa.field(f.name, before.get(f.name, f.type)) for f in arrow_schema("trades")
-                     if f.name not in ("ord_type", "misc", "sequence")])
+                     if f.name not in ("ord_type", "misc", "sequence", "source")])
     part = root / "trades" / "exchange=kraken" / "date=2026-11-17"
     part.mkdir(parents=True)
     table = pa.table({
@@ -87,10 +87,10 @@ def test_schema_addition_old_files_still_read(tmp_path: Path) -> None:
     }, schema=old)
     pq.write_table(table, part / "20261117T000000Z-20261117T000000Z-old-0001.parquet")
     con = connect(root)
-    got = con.execute("SELECT date::VARCHAR, price, ord_type, misc, trade_id, sequence "
-                      "FROM trades ORDER BY ts_recv").fetchall()
-    assert got == [("2026-11-17", Decimal("99.25"), None, None, "0", None),
-                   ("2026-11-18", Decimal("100.5"), "limit", None, "1", None)]
+    got = con.execute("SELECT date::VARCHAR, price, ord_type, misc, trade_id, sequence, "
+                      "source FROM trades ORDER BY ts_recv").fetchall()
+    assert got == [("2026-11-17", Decimal("99.25"), None, None, "0", None, None),
+                   ("2026-11-18", Decimal("100.5"), "limit", None, "1", None, "ws")]
     # Every current column is in the view, with its type, even if no file had it.
     types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE trades)")
                  .fetchall())

@@ -64,7 +64,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict) -> Control | None:
         out["trades"].append(make_row(
             "trades", exchange=NAME, symbol=msg["symbol"], ts_exchange=msg["t"] * 1000,
             ts_recv=ts_recv, price=msg["price"], qty=msg["amount"], side=msg["side"],
-            trade_id=msg["id"]))
+            trade_id=msg["id"], source="ws"))
         return None
     if kind == "book":
         for side, key in (("bid", "bids"), ("ask", "asks")):

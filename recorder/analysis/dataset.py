@@ -12,7 +12,8 @@ Every table is one view: the Parquet files under ``<data>/<table>/exchange=*/dat
 (Hive partitions, so filters on ``date`` and ``exchange`` skip folders; ``union_by_name`` so
 files written before a column was added still read, the missing column as NULL) plus the rows
 journaled but not yet published (``<data>/.journal/<table>/*.arrows``), so rows are queryable
-about one journal interval after they arrive.
+about one journal interval after they arrive. The view ``trades_unique`` has each trade
+once however many hosts recorded it (``Dataset.unique_trades_sql``; docs/many-machines.md).
 
 ``data`` may be an object store, ``s3://bucket/prefix`` (configured by the AWS environment
 variables, see docs/storage.md): the views then read its files through an fsspec file system
@@ -43,7 +44,10 @@ from recorder.analysis.sql import (  # noqa: F401  (re-exported: the notebook AP
     symbol_filter,
     time_filter,
     to_arrow,
+    unique_trades_sql,
     unknown_table_message,
+    writer_of_source,
+    writer_sql,
 )
 from recorder.core.location import parse_store_url
 from recorder.core.schema import TABLES
@@ -62,23 +66,43 @@ if TYPE_CHECKING:
     import duckdb
 
 # Hidden columns of the ordered sources (not in the public views): the file a row came from
-# and its position there, for "rows of one update in file order".
-ORDER_COLUMNS = ("_file", "_row")
+# and its position there, for "rows of one update in file order", and the row's writer (the
+# file name's source token without its pid: recorder.analysis.sql.writer_sql), which tells
+# apart redundant collectors recording the same symbols (docs/many-machines.md).
+ORDER_COLUMNS = ("_file", "_row", "_writer")
+
+
+# The view of the trades with each trade once (Dataset.unique_trades_sql).
+UNIQUE_TRADES = "trades_unique"
 
 
 # -- files and the journal -----------------------------------------------------------------
 
 
 def parquet_files(data: Path, table: str) -> list[Path]:
+    """The published files of ``table``, less those a compacted file replaces (between a
+    compaction's publish and its deletes both are there: sinks/compacted.py)."""
     store = parse_store_url(data)
-    if store is not None:  # keys as paths: p.parent.name is still the date=... folder
+    if store is not None:
         from sinks.object_store import S3Store
 
-        return [PurePosixPath(k) for k in S3Store(store).parquet_files(table)]
+        return store_files(S3Store(store), table)
+    from sinks.compacted import visible
+    from sinks.parquet_format import read_file_metadata
+
     folder = data / table
     if not folder.is_dir():
         return []
-    return sorted(folder.glob("exchange=*/date=*/*.parquet"))
+    return visible(sorted(folder.glob("exchange=*/date=*/*.parquet")), read_file_metadata)
+
+
+def store_files(s3: Any, table: str) -> list[PurePosixPath]:
+    """Like ``parquet_files`` for an object store (``S3Store``): keys as paths, so
+    ``p.parent.name`` is still the date=... folder."""
+    from sinks.compacted import visible
+
+    keys = [PurePosixPath(k) for k in s3.parquet_files(table)]
+    return visible(keys, lambda p: s3.file_metadata(str(p)))
 
 
 def journal_segments(data: Path, table: str) -> list[Path]:
@@ -132,6 +156,9 @@ def read_journal(data: Path, table: str) -> pa.Table | None:
         t = t.append_column("date", pa.array([day] * n, pa.date32()))
         t = t.append_column("_file", pa.array([f"journal:{p.segment}"] * n, pa.string()))
         t = t.append_column("_row", pa.array(range(n), pa.int64()))
+        # A segment is named <exchange>-<date>-<source>-<seq> (sinks/writer.py).
+        source = p.segment.removeprefix(f"{p.exchange}-{p.date}-").rpartition("-")[0]
+        t = t.append_column("_writer", pa.array([writer_of_source(source)] * n, pa.string()))
         parts.append(t)
     if not parts:
         return None
@@ -175,8 +202,10 @@ class Dataset:
                     self.pending[table] = pending
                     self.con.register(f"_journal_{table}", pending)
             self.files[table] = (parquet_files(self.data, table) if self.store is None else
-                                 [PurePosixPath(k) for k in self.s3.parquet_files(table)])
+                                 store_files(self.s3, table))
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {self.source_sql(table)}")
+        self.con.execute(f"CREATE OR REPLACE VIEW {UNIQUE_TRADES} AS "
+                         f"{self.unique_trades_sql()}")
 
     # -- SQL sources -------------------------------------------------------------------
 
@@ -199,13 +228,23 @@ class Dataset:
                 src = "[" + ", ".join(sql_str(f"s3://{p}") for p in files) + "]"
             else:
                 src = "[" + ", ".join(sql_str(str(p.resolve())) for p in files) + "]"
-            extra = ", filename AS _file, file_row_number AS _row" if order else ""
+            extra = (f", filename AS _file, file_row_number AS _row, {writer_sql()} AS _writer"
+                     if order else "")
             parts.append(f"SELECT *{extra} FROM read_parquet({src}, hive_partitioning = true,"
                          " union_by_name = true)")
         if table in self.pending:
-            cols = "*" if order else "* EXCLUDE (_file, _row)"
+            cols = "*" if order else "* EXCLUDE (_file, _row, _writer)"
             parts.append(f"SELECT {cols} FROM _journal_{table}")
         return " UNION ALL BY NAME ".join(parts)
+
+    def unique_trades_sql(self, order: bool = False, live: bool | None = None) -> str:
+        """SELECT over the trades with each trade once, however many writers (redundant
+        hosts) recorded it (recorder.analysis.sql.unique_trades_sql); ``order`` keeps
+        ``_file``, ``_row`` and ``_writer``."""
+        query = unique_trades_sql(self.source_sql("trades", order=True, live=live))
+        if order:
+            return query
+        return f"SELECT * EXCLUDE ({', '.join(ORDER_COLUMNS)}) FROM ({query})"
 
     def has_rows(self, table: str) -> bool:
         return bool(self.files.get(table)) or table in self.pending
@@ -221,16 +260,21 @@ class Dataset:
 
     def table(self, table: str, symbols: str | Iterable[str] | None = None,
               start: Any = None, end: Any = None, columns: Sequence[str] | None = None,
-              time_column: str = "ts_recv") -> duckdb.DuckDBPyRelation:
+              time_column: str = "ts_recv", *, unique: bool = False
+              ) -> duckdb.DuckDBPyRelation:
         """Rows of ``table`` as a DuckDB relation, optionally for some symbols and a time range
-        ``start <= time_column < end`` (ISO text, epoch seconds or datetimes)."""
+        ``start <= time_column < end`` (ISO text, epoch seconds or datetimes). ``unique``
+        (trades only): each trade once, however many hosts recorded it (the
+        ``trades_unique`` view)."""
         self._check_table(table)
+        if unique and table != "trades":
+            raise DatasetError("unique=True de-duplicates trades only")
         where = symbol_filter(symbols) if table not in ("events", "raw") or symbols else []
         pad = 0 if time_column == "ts_recv" else 1
         where += time_filter(parse_time(start, "start"), parse_time(end, "end"), time_column,
                              pad_days=pad)
         cols = ", ".join(columns) if columns else "*"
-        query = f"SELECT {cols} FROM {table}"
+        query = f"SELECT {cols} FROM {UNIQUE_TRADES if unique else table}"
         if where:
             query += " WHERE " + " AND ".join(where)
         return self.con.sql(query)

@@ -54,7 +54,8 @@ def bars_sql(ds: Dataset, interval: Any = "1m", symbols: Any = None, start: Any 
     ``ts_recv``; bars start at multiples of the interval since the epoch (so 1m, 1h and 1d
     bars start on the minute, hour and UTC day). open/close are the first/last trade by that
     time, ties in recorded order. ``vwap`` = sum(price × qty) / sum(qty) computed exactly and
-    rounded half-up to 10 decimals; ``volume`` is exact."""
+    rounded half-up to 10 decimals; ``volume`` is exact. Each trade counts once however many
+    hosts recorded it (Dataset.unique_trades_sql)."""
     if time not in TIME_BASES:
         raise DatasetError(f"time {time!r}; allowed: {', '.join(TIME_BASES)}")
     iv = parse_interval(interval)
@@ -67,7 +68,7 @@ def bars_sql(ds: Dataset, interval: Any = "1m", symbols: Any = None, start: Any 
         WITH t AS (
             SELECT symbol, epoch_us({col}) // {iv} AS b, epoch_us({col}) AS tu, price, qty,
                    side, _file, _row
-            FROM ({ds.source_sql("trades", order=True)}){_where(where)}
+            FROM ({ds.unique_trades_sql(order=True)}){_where(where)}
         ), g AS (
             SELECT symbol, b,
                    first(price ORDER BY tu, _file, _row) AS open,
@@ -142,7 +143,7 @@ def tardis_trades_sql(ds: Dataset, symbols: Any = None, start: Any = None, end: 
                coalesce(epoch_us(ts_exchange), epoch_us(ts_recv)) AS timestamp,
                epoch_us(ts_recv) AS local_timestamp, trade_id::VARCHAR AS id, side,
                {_num("price")} AS price, {_num("qty")} AS amount
-        FROM ({ds.source_sql("trades", order=True)}){_where(where)}
+        FROM ({ds.unique_trades_sql(order=True)}){_where(where)}
         ORDER BY ts_recv, _file, _row"""
 
 

@@ -15,8 +15,16 @@ from pathlib import Path
 
 import duckdb
 
-from recorder.analysis.dataset import Dataset, empty_select, parquet_files, sql_str
+from recorder.analysis.dataset import (
+    ORDER_COLUMNS,
+    UNIQUE_TRADES,
+    Dataset,
+    empty_select,
+    parquet_files,
+    sql_str,
+)
 from recorder.analysis.dataset import available_tables as _available_tables
+from recorder.analysis.sql import unique_trades_sql, writer_sql
 from recorder.core.location import parse_store_url
 from recorder.core.schema import TABLES
 
@@ -40,6 +48,20 @@ def create_view(con: duckdb.DuckDBPyConnection, data: Path, table: str) -> None:
     con.execute(f"CREATE OR REPLACE VIEW {table} AS {' UNION ALL BY NAME '.join(parts)}")
 
 
+def _create_unique_trades_view(con: duckdb.DuckDBPyConnection, data: Path) -> None:
+    """``trades_unique``: the trades, each once however many hosts recorded it (as in
+    Dataset.unique_trades_sql), over the files globbed at query time."""
+    parts = [empty_select("trades", order=True)]
+    if parquet_files(data, "trades"):
+        pattern = sql_str(str(data.resolve() / "trades" / "exchange=*" / "date=*" / "*.parquet"))
+        parts.append(f"SELECT *, filename AS _file, file_row_number AS _row, {writer_sql()} "
+                     f"AS _writer FROM read_parquet({pattern}, hive_partitioning = true, "
+                     "union_by_name = true)")
+    query = unique_trades_sql(" UNION ALL BY NAME ".join(parts))
+    con.execute(f"CREATE OR REPLACE VIEW {UNIQUE_TRADES} AS SELECT * EXCLUDE "
+                f"({', '.join(ORDER_COLUMNS)}) FROM ({query})")
+
+
 def write_catalog(data: Path | str, database: Path | str) -> list[str]:
     """Write a DuckDB database file whose views read ``data``'s Parquet files (live: new
     files show up in every query). Returns the tables that had files. Tables with no file
@@ -52,6 +74,7 @@ def write_catalog(data: Path | str, database: Path | str) -> list[str]:
     try:
         for table in TABLES:
             create_view(con, data, table)
+        _create_unique_trades_view(con, data)
         con.execute("CHECKPOINT")
     finally:
         con.close()

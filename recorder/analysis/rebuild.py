@@ -16,6 +16,9 @@ Book semantics (the same as the recorder's own book keeper, recorder/capture/boo
   known to be wrong (a checksum mismatch, until the resync snapshot). ``unverified="skip"``
   leaves such snapshots out.
 
+Several collectors of one book (redundant hosts): a rebuild follows one writer's rows at a
+time and switches only where the followed one has a gap ("several writers" below, plan()).
+
 Where it starts: the last snapshot at or before the start, or the latest checkpoint taken
 after it (``book_checkpoints``: the collector's own book, whole, written every ``[output]
 book_checkpoint`` while it verifies) at or before the start, same symbol and depth. The
@@ -122,19 +125,27 @@ class Start:
     cut: int | None = None
 
 
-def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
-                   ) -> tuple[int, int, int | None, bool] | None:
+def _book_source(ds: Dataset, table: str, writer: str | None) -> tuple[str, str]:
+    """(FROM source, extra WHERE term) for ``table``'s rows, of one writer if given."""
+    if writer is None:
+        return table, ""
+    return (f"({ds.source_sql(table, order=True)})", f" AND _writer = {sql_str(writer)}")
+
+
+def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None,
+                   writer: str | None = None) -> tuple[int, int, int | None, bool] | None:
     """(update_id, ts_recv µs, depth, synced by sequence) of the last snapshot of ``symbol``
-    received at or before ``at_us``, searching one date partition at a time, newest
-    first."""
+    (by ``writer``, if given) received at or before ``at_us``, searching one date partition
+    at a time, newest first."""
     depth_term = f" AND depth = {int(book_depth)}" if book_depth else ""
+    src, by = _book_source(ds, "book", writer)
     day_at = date_of(at_us)
     for day in _dates(ds):
         if day > day_at:
             continue
         rows = ds.con.execute(
-            f"SELECT update_id, epoch_us(ts_recv), depth, sequence IS NOT NULL FROM book "
-            f"WHERE date = DATE '{day}' "
+            f"SELECT update_id, epoch_us(ts_recv), depth, sequence IS NOT NULL FROM {src} "
+            f"WHERE date = DATE '{day}'{by} "
             f"AND {_symbol_is(symbol)} AND is_snapshot AND ts_recv <= {ts_literal(at_us)}"
             f"{depth_term} ORDER BY update_id DESC LIMIT 1").fetchall()
         if rows:
@@ -143,13 +154,17 @@ def _last_snapshot(ds: Dataset, symbol: str, at_us: int, book_depth: int | None
 
 
 def _last_checkpoint(ds: Dataset, symbol: str, depth: int | None, after_update: int,
-                     after_us: int, at_us: int) -> tuple[int, int] | None:
+                     after_us: int, at_us: int, writer: str | None = None
+                     ) -> tuple[int, int] | None:
     """(update_id, ts_recv µs) of the latest complete checkpoint of ``symbol`` at ``depth``
     that follows update ``after_update`` and was taken at or before ``at_us``. Complete: all
     its ``levels`` rows are there, none NULL (a value the sink could not convert), none
     twice."""
     if not ds.has_rows("book_checkpoints"):
         return None
+    # A checkpoint's update_id is its writer's (update ids are unique per collector process,
+    # not across hosts): with several writers it must be the followed writer's.
+    src, by = _book_source(ds, "book_checkpoints", writer)
     day_at, day_after = date_of(at_us), date_of(after_us)
     for day in _dates(ds, "book_checkpoints"):
         if day > day_at:
@@ -157,8 +172,8 @@ def _last_checkpoint(ds: Dataset, symbol: str, depth: int | None, after_update: 
         if day < day_after:
             break
         rows = ds.con.execute(
-            "SELECT update_id, epoch_us(min(ts_recv)) FROM book_checkpoints "
-            f"WHERE date = DATE '{day}' AND {_symbol_is(symbol)} AND {_depth_is(depth)} "
+            f"SELECT update_id, epoch_us(min(ts_recv)) FROM {src} "
+            f"WHERE date = DATE '{day}'{by} AND {_symbol_is(symbol)} AND {_depth_is(depth)} "
             f"AND update_id > {int(after_update)} AND ts_recv <= {ts_literal(at_us)} "
             "GROUP BY update_id HAVING count(*) = min(levels) AND min(levels) = max(levels) "
             "AND count(price) = count(*) AND count(qty) = count(*) "
@@ -169,13 +184,14 @@ def _last_checkpoint(ds: Dataset, symbol: str, depth: int | None, after_update: 
 
 
 def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = None, *,
-                checkpoints: bool = True, checkpoint_before: int | None = None
-                ) -> Start | None:
+                checkpoints: bool = True, checkpoint_before: int | None = None,
+                writer: str | None = None) -> Start | None:
     """Where the book of ``symbol`` at ``at_us`` is rebuilt from: the latest of the last
     snapshot received at or before ``at_us`` and the checkpoints taken after it at the
     snapshot's depth (and before ``checkpoint_before``, if given); None without a
-    snapshot."""
-    snap = _last_snapshot(ds, symbol, at_us, book_depth)
+    snapshot. ``writer``: of that writer's rows only (the book a redundant collector kept,
+    see ``writers()``)."""
+    snap = _last_snapshot(ds, symbol, at_us, book_depth, writer)
     if snap is None:
         return None
     update_id, ts_us = int(snap[0]), int(snap[1])
@@ -185,7 +201,7 @@ def start_point(ds: Dataset, symbol: str, at_us: int, book_depth: int | None = N
     if checkpoints:
         limit = at_us if checkpoint_before is None else min(at_us, checkpoint_before - 1)
         # Checkpoints are labelled with the keeper's depth, which is the cut.
-        cp = _last_checkpoint(ds, symbol, cut, update_id, ts_us, limit)
+        cp = _last_checkpoint(ds, symbol, cut, update_id, ts_us, limit, writer)
         if cp is not None:
             start = Start("checkpoint", int(cp[0]), int(cp[1]), depth, ts_us, cut)
     return start
@@ -225,12 +241,14 @@ def _depth_is(depth: int | None) -> str:
 
 
 def _first_depth(ds: Dataset, symbol: str, start_us: int, end_us: int,
-                 book_depth: int | None = None) -> tuple[int | None, int | None] | None:
-    """(depth, cut) of the first snapshot of ``symbol`` (at ``book_depth``, if given) in
-    [start_us, end_us], or None."""
+                 book_depth: int | None = None, writer: str | None = None
+                 ) -> tuple[int | None, int | None] | None:
+    """(depth, cut) of the first snapshot of ``symbol`` (at ``book_depth``, if given; by
+    ``writer``, if given) in [start_us, end_us], or None."""
     depth_term = f"AND depth = {int(book_depth)} " if book_depth else ""
+    src, by = _book_source(ds, "book", writer)
     rows = ds.con.execute(
-        f"SELECT depth, sequence IS NOT NULL FROM book WHERE {_symbol_is(symbol)} "
+        f"SELECT depth, sequence IS NOT NULL FROM {src} WHERE {_symbol_is(symbol)}{by} "
         f"AND is_snapshot {depth_term}AND ts_recv >= {ts_literal(start_us)} "
         f"AND ts_recv <= {ts_literal(end_us)} "
         f"AND date BETWEEN DATE '{date_of(start_us)}' AND DATE '{date_of(end_us)}' "
@@ -246,15 +264,16 @@ _BOOK_COLUMNS = "update_id, ts_recv, ts_exchange, side, price, qty, is_snapshot,
 
 def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
               book_depth: int | None = None, qty_text: bool = False, text: bool = False, *,
-              checkpoints: bool = True, changes: bool = False
+              checkpoints: bool = True, changes: bool = False, writer: str | None = None
               ) -> tuple[pa.Table, int | None, int | None, int | None]:
     """The book rows of ``symbol`` needed to know the book from ``start_us`` to ``end_us``
     (inclusive), ordered for application: from the last snapshot at or before ``start_us``,
     or from the latest checkpoint after it (its levels first, as one snapshot message with
     the checkpoint's update_id and ts_recv, verified), or from ``start_us`` if there is no
     snapshot. ``changes``: for a series of changes from ``start_us``, which only a
-    checkpoint older than ``start_us`` can start. Returns (rows, the rows' depth, ts_recv of
-    the snapshot the book started from, levels kept per side: the cut ``_fold`` applies)."""
+    checkpoint older than ``start_us`` can start. ``writer``: that writer's rows only (one
+    redundant collector's book). Returns (rows, the rows' depth, ts_recv of the snapshot the
+    book started from, levels kept per side: the cut ``_fold`` applies)."""
     if "book" not in ds.tables():
         raise DatasetError(f"no book rows recorded in {ds.data}")
     _one_exchange(ds, symbol)
@@ -262,34 +281,36 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
     # frames of one socket read share a ts_recv, so a checkpoint taken at start_us may
     # already hold messages received at start_us, whose changes the series must report.
     start = start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints,
-                        checkpoint_before=start_us if changes else None)
+                        checkpoint_before=start_us if changes else None, writer=writer)
     if start is not None:
         first_us, depth, cut = start.ts_us, start.depth, start.cut
         lower = f"update_id >= {start.update_id}"
     else:
-        first = _first_depth(ds, symbol, start_us, end_us, book_depth)
+        first = _first_depth(ds, symbol, start_us, end_us, book_depth, writer)
         if first is None:
             empty = pa.table({"update_id": pa.array([], pa.int64())})
             return empty, None, None, None
         first_us, (depth, cut) = start_us, first
         lower = f"ts_recv >= {ts_literal(start_us)}"
     where = f"{_symbol_is(symbol)} AND {_depth_is(depth)}"
+    by = "" if writer is None else f" AND _writer = {sql_str(writer)}"
     parts = []
     if start is not None and start.kind == "checkpoint":
         lower = f"update_id > {start.update_id}"
         day = f"date = DATE '{date_of(start.ts_us)}'"
         # ts_exchange of the checkpoint's message, as a fold from the snapshot reports it
         # (the latest of its rows: v1 sends a time per level).
-        tx = (f"(SELECT max(ts_exchange) FROM book WHERE {day} AND {where} "
+        src, _ = _book_source(ds, "book", writer)
+        tx = (f"(SELECT max(ts_exchange) FROM {src} WHERE {day} AND {where}{by} "
               f"AND update_id = {start.update_id})")
         parts.append(
             f"SELECT {start.update_id}::BIGINT AS update_id, ts_recv, {tx} AS ts_exchange, side,"
             " price, qty, true AS is_snapshot, true AS verified, '' AS _file, 0::BIGINT AS _row"
-            f" FROM book_checkpoints WHERE {day} AND {_symbol_is(symbol)} AND "
-            f"{_depth_is(cut)} AND update_id = {start.update_id}")
+            f" FROM {_book_source(ds, 'book_checkpoints', writer)[0]} WHERE {day}{by} AND "
+            f"{_symbol_is(symbol)} AND {_depth_is(cut)} AND update_id = {start.update_id}")
     parts.append(
         f"SELECT {_BOOK_COLUMNS}, _file, _row FROM ({ds.source_sql('book', order=True)}) "
-        f"WHERE {where} AND {lower} AND ts_recv <= {ts_literal(end_us)} "
+        f"WHERE {where}{by} AND {lower} AND ts_recv <= {ts_literal(end_us)} "
         f"AND date BETWEEN DATE '{date_of(first_us)}' AND DATE '{date_of(end_us)}'")
     qs = ", qty::VARCHAR AS qs" if qty_text else ""
     if text:
@@ -303,6 +324,236 @@ def book_rows(ds: Dataset, symbol: str, start_us: int, end_us: int,
     # One chunk: take() on a table of many small chunks is slow.
     rows = to_arrow(ds.con.sql(query)).combine_chunks()
     return rows, depth, (start.snapshot_us if start else None), cut
+
+
+# -- several writers of one book ---------------------------------------------------------------
+#
+# Two collectors (two hosts, or two configs) may record the same book on purpose. Each keeps
+# its own book from its own snapshots, numbers its messages with its own update_id (seeded by
+# its start time: the two sequences interleave) and receives each exchange message at its own
+# time, so their rows must never be folded together. A rebuild follows one writer at a time
+# (the writer of a row is its file's source token without the pid, ``_writer``):
+#
+# - a writer's *segment* runs from a snapshot (one following an update: a run of snapshot
+#   messages, such as KuCoin's depth-5 feed, is one segment) to its last healthy message: the
+#   last one before its first ``verified = false`` message (a checksum mismatch awaiting the
+#   resync) or before its next snapshot (a reconnect, a resync), or its last message at all
+#   (a stopped or dead collector). A segment whose next message is an update goes on.
+# - at each time T the book followed is that of the writer whose segment is live at T
+#   (s <= T <= last healthy message) and started first (then the writer's name): a writer
+#   is left only where it has a gap, never for another that merely started later; with no
+#   live segment (all in a gap), that of the segment that ended last, folded on as a single
+#   writer's book is (stale, or flagged unverified).
+# - at a switch the new writer's book is folded from its own start point before the switch
+#   (its latest checkpoint, else its snapshot), silently; from the switch on its messages are
+#   the book's. Its rows then replace the old writer's: update streams are never mixed.
+#
+# The rule depends only on the data around T (segments), not on where a rebuild starts, so a
+# book at a moment, a series, and Spark's per-day tasks choose the same writer at every time.
+
+
+_INF = float("inf")
+
+
+def _book_writers(ds: Dataset) -> set[str]:
+    """The writers of every book file and journaled book row (no query: file names)."""
+    from recorder.analysis.sql import writer_of_file
+
+    out = {writer_of_file(p.name) for p in ds.files.get("book") or []}
+    pending = ds.pending.get("book")
+    if pending is not None:
+        out.update(pending.column("_writer").unique().to_pylist())
+    return out
+
+
+def writers(ds: Dataset, symbol: str, start_us: int, end_us: int,
+            book_depth: int | None = None) -> list[str]:
+    """The writers (redundant collectors) of ``symbol``'s book rows in the date partitions
+    of [start_us, end_us], sorted; [] when the whole dataset has a single writer of book
+    rows (nothing to tell apart). A writer with no row in those days is taken as not
+    recording then; if no writer has one, the writer of the last snapshot before."""
+    if len(_book_writers(ds)) < 2:
+        return []
+    src = f"({ds.source_sql('book', order=True)})"
+    depth_term = f" AND depth = {int(book_depth)}" if book_depth else ""
+    found = sorted(r[0] for r in ds.con.execute(
+        f"SELECT DISTINCT _writer FROM {src} WHERE {_symbol_is(symbol)}{depth_term} "
+        f"AND date BETWEEN DATE '{date_of(start_us)}' AND DATE '{date_of(end_us)}'"
+    ).fetchall())
+    if found:
+        return found
+    last = ds.con.execute(
+        f"SELECT _writer FROM {src} WHERE {_symbol_is(symbol)}{depth_term} AND is_snapshot "
+        f"AND ts_recv <= {ts_literal(start_us)} AND date <= DATE '{date_of(start_us)}' "
+        "ORDER BY ts_recv DESC, update_id DESC LIMIT 1").fetchall()
+    return [last[0][0]] if last else []
+
+
+@dataclass(frozen=True)
+class _Segment:
+    writer: str
+    s: int        # ts_recv of the snapshot that started it
+    h: float      # ts_recv of its last healthy message; inf: it goes on after the range
+
+
+def _segments(ds: Dataset, symbol: str, start_us: int, end_us: int, depth: int | None,
+              starts: dict[str, Start | None]) -> list[_Segment]:
+    """Every writer's segments (see above) from its start point at ``start_us`` (or from
+    ``start_us``) to ``end_us``, from one query of message-level facts, plus each writer's
+    first message after ``end_us`` (does its last segment go on?)."""
+    src = f"({ds.source_sql('book', order=True)})"
+    where = f"{_symbol_is(symbol)} AND {_depth_is(depth)}"
+    bounds = []
+    for w, sp in starts.items():
+        lower = (f"update_id >= {sp.update_id}" if sp is not None
+                 else f"ts_recv >= {ts_literal(start_us)}")
+        bounds.append(f"(_writer = {sql_str(w)} AND {lower})")
+    first_day = date_of(min([start_us] + [sp.ts_us for sp in starts.values() if sp]))
+    msgs = ds.con.execute(
+        "SELECT _writer, update_id, epoch_us(min(ts_recv)), bool_or(is_snapshot), "
+        f"bool_or(verified = false) FROM {src} WHERE {where} AND ({' OR '.join(bounds)}) "
+        f"AND ts_recv <= {ts_literal(end_us)} "
+        f"AND date BETWEEN DATE '{first_day}' AND DATE '{date_of(end_us)}' "
+        "GROUP BY ALL ORDER BY 1, 2").fetchall()
+    # The first message after the range, per writer: the next date partitions, oldest first.
+    after: dict[str, bool] = {}
+    for day in sorted(_dates(ds)):
+        if day < date_of(end_us) or len(after) == len(starts):
+            continue
+        missing = [sql_str(w) for w in starts if w not in after]
+        for w, snap in ds.con.execute(
+                f"SELECT _writer, arg_min(is_snapshot, update_id) FROM {src} WHERE {where} "
+                f"AND date = DATE '{day}' AND ts_recv > {ts_literal(end_us)} "
+                f"AND _writer IN ({', '.join(missing)}) GROUP BY 1").fetchall():
+            after[w] = bool(snap)
+    out: list[_Segment] = []
+    by_writer: dict[str, list[tuple]] = {w: [] for w in starts}
+    for w, _uid, t, snap, bad in msgs:
+        by_writer[w].append((t, bool(snap), bool(bad)))
+    for w, rows in by_writer.items():
+        sp = starts[w]
+        cur_s: int | None = sp.snapshot_us if sp is not None else None
+        cur_h: float | None = None
+        broken = False
+        prev_snap = False
+        for t, snap, bad in rows:
+            if snap and not prev_snap:  # a snapshot after an update: a new segment
+                if cur_s is not None and cur_h is not None:
+                    out.append(_Segment(w, cur_s, cur_h))
+                cur_s, cur_h, broken = t, None, False
+            if cur_s is not None:
+                if bad:
+                    broken = True
+                elif not broken:
+                    cur_h = t
+            prev_snap = snap
+        if cur_s is not None and cur_h is not None:
+            if not broken and w in after and (prev_snap or not after[w]):
+                cur_h = _INF  # its next message continues it
+            out.append(_Segment(w, cur_s, cur_h))
+    return out
+
+
+def _followed(segments: list[_Segment], t: int) -> str | None:
+    """The writer followed at ``t`` (see above)."""
+    live = [g for g in segments if g.s <= t <= g.h]
+    if live:
+        return min(live, key=lambda g: (g.s, g.writer)).writer
+    ended = [g for g in segments if g.h < t]
+    if ended:
+        return min(ended, key=lambda g: (-g.h, g.s, g.writer)).writer
+    return None
+
+
+def plan(ds: Dataset, symbol: str, start_us: int, end_us: int, book_depth: int | None = None,
+         *, checkpoints: bool = True, changes: bool = False
+         ) -> tuple[list[tuple[str, int, int]], int | None, list[str]]:
+    """Which writer's book a rebuild of ``symbol`` over [start_us, end_us] follows, when:
+    ([(writer, first µs, last µs), ...] in time order, the rows' depth, the writers). No
+    legs when the book has a single writer (or none)."""
+    ws = writers(ds, symbol, start_us, end_us, book_depth)
+    if len(ws) < 2:
+        return [], None, ws
+    before = start_us if changes else None
+    starts = {w: start_point(ds, symbol, start_us, book_depth, checkpoints=checkpoints,
+                             checkpoint_before=before, writer=w) for w in ws}
+    known = [sp for sp in starts.values() if sp is not None]
+    if book_depth is not None:
+        depth = book_depth
+    elif known:  # as for one writer: the depth of the last snapshot before the start
+        depth = max(known, key=lambda sp: sp.snapshot_us).depth
+    else:
+        first = _first_depth(ds, symbol, start_us, end_us)
+        depth = first[0] if first else None
+    if depth is not None:
+        starts = {w: (sp if sp is None or sp.depth == depth else start_point(
+            ds, symbol, start_us, depth, checkpoints=checkpoints, checkpoint_before=before,
+            writer=w)) for w, sp in starts.items()}
+    segments = _segments(ds, symbol, start_us, end_us, depth, starts)
+    points = {start_us}
+    for g in segments:
+        if start_us < g.s <= end_us:
+            points.add(g.s)
+        if g.h != _INF and start_us < g.h + 1 <= end_us:
+            points.add(int(g.h) + 1)
+    legs: list[tuple[str, int, int]] = []
+    for t in sorted(points):
+        w = _followed(segments, t)
+        # None: no snapshot yet (once one writer was followed, one always is).
+        if w is None or (legs and legs[-1][0] == w):
+            continue
+        if legs:
+            legs[-1] = (legs[-1][0], legs[-1][1], t - 1)
+        legs.append((w, t, end_us))
+    return legs, depth, ws
+
+
+def _rows(ds: Dataset, symbol: str, start_us: int, end_us: int, book_depth: int | None,
+          qty_text: bool = False, text: bool = False, *, checkpoints: bool = True,
+          changes: bool = False
+          ) -> tuple[pa.Table, int | None, int | None, int | None, list[tuple[int, int]]]:
+    """book_rows() for one book however many writers recorded it: the rows of each leg of
+    plan() one after the other, each leg's from its writer's start point before the leg.
+    The last item: (first row, first µs) of each leg after the first, for ``_fold``."""
+    legs, depth, only = plan(ds, symbol, start_us, end_us, book_depth,
+                             checkpoints=checkpoints, changes=changes)
+    if not legs:
+        rows, depth_, snap_us, cut = book_rows(
+            ds, symbol, start_us, end_us, book_depth, qty_text, text,
+            checkpoints=checkpoints, changes=changes, writer=only[0] if only else None)
+        return rows, depth_, snap_us, cut, []
+    parts: list[pa.Table] = []
+    marks: list[tuple[int, int]] = []
+    offset = 0
+    snap_us = cut = None
+    for i, (w, lo, hi) in enumerate(legs):
+        first = i == 0 and lo == start_us
+        # A later leg: its writer's book up to the switch is folded silently (``_fold``
+        # reports nothing before the leg's first µs); a checkpoint taken at the switch's
+        # µs may hold messages of that µs, so only an older one starts it.
+        rows, _, snap_us, cut = book_rows(
+            ds, symbol, lo, hi, depth, qty_text, text, checkpoints=checkpoints,
+            changes=changes if first else True, writer=w)
+        if rows.num_rows == 0:
+            continue
+        if parts:
+            marks.append((offset, lo))
+        parts.append(rows)
+        offset += rows.num_rows
+    if not parts:
+        empty = pa.table({"update_id": pa.array([], pa.int64())})
+        return empty, None, None, None, []
+    return pa.concat_tables(parts).combine_chunks(), depth, snap_us, cut, marks
+
+
+def earliest_start(ds: Dataset, symbol: str, at_us: int) -> int | None:
+    """ts_recv of the earliest start point before ``at_us`` (a checkpoint older than it,
+    else the snapshot) among the writers of ``symbol``'s book: where a series of changes
+    from ``at_us`` must start folding to judge its first change as one long fold does."""
+    ws = writers(ds, symbol, at_us, at_us) or [None]
+    found = [sp.ts_us for w in ws if (sp := start_point(
+        ds, symbol, at_us, checkpoints=True, checkpoint_before=at_us, writer=w)) is not None]
+    return min(found) if found else None
 
 
 # -- the single pass -------------------------------------------------------------------------
@@ -331,11 +582,14 @@ class _Emit:
 
 def _fold(rows: pa.Table, depth: int | None, levels: int, *, grid: range | None = None,
           change_from: int | None = None, skip_unverified: bool = False,
-          progress: Callable[[int, int], None] | None = None) -> _Emit:
+          progress: Callable[[int, int], None] | None = None,
+          legs: list[tuple[int, int]] | None = None) -> _Emit:
     """Apply the rows in order. Emit the top ``levels`` at each ``grid`` time (the book after
     every message received at or before it), or, with ``change_from``, after every message
     received at or after it that changed the top ``levels`` (prices or quantities), or else
-    only once at the end."""
+    only once at the end. ``legs``: (first row, first µs) where the rows switch to another
+    writer's book (``_rows``): the times before that µs are the old book's, and the new
+    book's rows before it are applied without reporting anything."""
     out = _Emit()
     n = rows.num_rows
     if n == 0:
@@ -362,6 +616,9 @@ def _fold(rows: pa.Table, depth: int | None, levels: int, *, grid: range | None 
     last_q: tuple = ()
     last_ok: bool | None = None
     change = change_from is not None
+    report_from = change_from  # messages before it only build the book (a leg's catch-up)
+    marks = list(legs or [])
+    next_leg = marks[0][0] if marks else -1
 
     def emit(when: int, a_idx: list[int] | None = None, b_idx: list[int] | None = None
              ) -> None:
@@ -394,7 +651,7 @@ def _fold(rows: pa.Table, depth: int | None, levels: int, *, grid: range | None 
         state_ok = m_ok
         last_msg = (m_start, j)
         last_t = m_t
-        if change and m_t >= change_from:
+        if change and m_t >= report_from:
             a_idx = [asks[k] for k in ak[:levels]]
             b_idx = [bids[k] for k in bk[:levels]]
             if a_idx != last_a or b_idx != last_b or state_ok != last_ok:
@@ -419,6 +676,24 @@ def _fold(rows: pa.Table, depth: int | None, levels: int, *, grid: range | None 
               else None)
         for r, u in enumerate(upd):
             j = base + r
+            if j == next_leg:  # another writer's book from here (see _rows)
+                if cur is not None and have:
+                    finish(j)
+                lo = marks.pop(0)[1]
+                next_leg = marks[0][0] if marks else -1
+                while g < g_n and g_list[g] < lo:
+                    if have:
+                        emit(g_list[g])
+                    g += 1
+                if change:
+                    report_from = max(report_from, lo)
+                asks.clear()
+                bids.clear()
+                ak.clear()
+                bk.clear()
+                qtext.clear()
+                have = False  # until the leg's start point (a snapshot message)
+                cur = None
             if u != cur:
                 if cur is not None and have:
                     finish(j)
@@ -476,7 +751,8 @@ def _take(col: pa.ChunkedArray | pa.Array, idx: list[int | None]) -> pa.Array:
     return col.take(pa.array(idx, pa.int64()))
 
 
-def _msg_times(rows: pa.Table, em: _Emit) -> tuple[list[int | None], list[int | None]]:
+def _msg_times(rows: pa.Table, em: _Emit, breaks: list[tuple[int, int]] | None = None
+               ) -> tuple[list[int | None], list[int | None]]:
     """ts_recv and ts_exchange (the latest of the message's rows: v1 sends one per level) of
     the last message applied for each emission."""
     import numpy as np
@@ -491,7 +767,10 @@ def _msg_times(rows: pa.Table, em: _Emit) -> tuple[list[int | None], list[int | 
     low = np.iinfo(np.int64).min
     tx = pc.fill_null(rows.column("tx"), low).to_numpy()
     upd = rows.column("update_id").to_numpy()
-    starts = np.flatnonzero(np.r_[True, upd[1:] != upd[:-1]])
+    new = np.r_[True, upd[1:] != upd[:-1]]
+    for row, _ in breaks or []:  # a leg's first row starts a message (another writer's)
+        new[row] = True
+    starts = np.flatnonzero(new)
     latest = np.maximum.reduceat(tx, starts)
     msg_of = np.searchsorted(starts, first, side="right") - 1
     exch = latest[msg_of]
@@ -554,12 +833,12 @@ def book_at(ds: Dataset, symbol: str, at: Any, depth: int = 10,
     if at_us is None:
         raise DatasetError("at: a time is required")
     _check_levels(depth)
-    rows, sub_depth, snap_us, cut = book_rows(ds, symbol, at_us, at_us, book_depth,
-                                              checkpoints=checkpoints)
+    rows, sub_depth, snap_us, cut, legs = _rows(ds, symbol, at_us, at_us, book_depth,
+                                                checkpoints=checkpoints)
     book = Book(split_symbol(symbol)[1], to_datetime(at_us), depth=sub_depth)
     if snap_us is None:
         return book
-    em = _fold(rows, cut, depth)
+    em = _fold(rows, cut, depth, legs=legs)
     asks, bids = em.asks[-1], em.bids[-1]
     price, qty = rows.column("price"), rows.column("qty")
     book.asks = list(zip(_take(price, asks).to_pylist(), _take(qty, asks).to_pylist(),
@@ -600,19 +879,19 @@ def _series(ds: Dataset, symbol: str, start_us: int, end_us: int, interval: Any,
     _check_levels(depth)
     skip = _check_unverified(unverified)
     if interval is None:
-        rows, _, _, cut = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                    qty_text=True, text=text, checkpoints=checkpoints,
-                                    changes=True)
+        rows, _, _, cut, legs = _rows(ds, symbol, start_us, end_us - 1, book_depth,
+                                      qty_text=True, text=text, checkpoints=checkpoints,
+                                      changes=True)
         em = _fold(rows, cut, depth, change_from=start_us, skip_unverified=skip,
-                   progress=progress)
+                   progress=progress, legs=legs)
     else:
         iv = parse_interval(interval)
         first = -(-start_us // iv) * iv
-        rows, _, _, cut = book_rows(ds, symbol, start_us, end_us - 1, book_depth,
-                                    text=text, checkpoints=checkpoints)
+        rows, _, _, cut, legs = _rows(ds, symbol, start_us, end_us - 1, book_depth,
+                                      text=text, checkpoints=checkpoints)
         em = _fold(rows, cut, depth, grid=range(first, end_us, iv),
-                   skip_unverified=skip, progress=progress)
-    recv, exch = _msg_times(rows, em)
+                   skip_unverified=skip, progress=progress, legs=legs)
+    recv, exch = _msg_times(rows, em, legs)
     cols: dict[str, Any] = {
         "symbol": pa.array([split_symbol(symbol)[1]] * len(em.times), pa.string()),
         "ts": _ts_array(em.times),

@@ -11,6 +11,10 @@ What counts:
   so read it next to ``gaps``);
 - ``gaps``: ``disconnected``, ``stale`` and ``connect_failed`` events in the hour (connection
   events carry no symbol, so they count for every symbol);
+- ``trade_gaps_repaired`` / ``trade_gaps_unrepaired``: gaps in the symbol's trades that
+  began in the hour and were repaired from the exchange's REST history completely, or only
+  in part or not at all (``trades_backfilled`` with ``complete`` false,
+  ``backfill_abandoned``): trades may be missing there;
 - ``integrity_failures``: ``checksum_mismatch`` and ``sequence_gap`` events of the symbol;
   ``unverified_rows``: its book rows with ``verified = false``.
 """
@@ -28,6 +32,9 @@ import pyarrow as pa
 from recorder.analysis.sql import symbol_filter, time_filter, to_arrow
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS
 from recorder.core.times import DatasetError, parse_time, to_datetime
+
+_REPAIRED = ("kind = 'trades_backfilled' AND "
+             "json_extract(detail, '$.complete')::BOOLEAN IS TRUE")
 
 if TYPE_CHECKING:
     from recorder.analysis.dataset import Dataset
@@ -58,6 +65,7 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
                        for t in LANE_TABLES if t in tables)
     gap_kinds = ", ".join(f"'{k}'" for k in GAP_EVENT_KINDS)
     bad_kinds = ", ".join(f"'{k}'" for k in INTEGRITY_EVENT_KINDS)
+    repair_kinds = "'trades_backfilled', 'backfill_abandoned'"
     query = f"""
         WITH m AS ({counts}),
         span AS (SELECT min(minute) AS a, max(minute) AS b FROM m),
@@ -77,7 +85,13 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
         gaps AS (SELECT hour, count(*) AS gaps FROM ev WHERE kind NOT IN ({bad_kinds})
                  GROUP BY ALL),
         bad AS (SELECT symbol, hour, count(*) AS integrity_failures FROM ev
-                WHERE kind IN ({bad_kinds}) GROUP BY ALL)
+                WHERE kind IN ({bad_kinds}) GROUP BY ALL),
+        rep AS (SELECT symbol, epoch_us(coalesce(TRY_CAST(json_extract_string(detail,
+                       '$.since') AS TIMESTAMPTZ), ts_recv)) // {HOUR_US} AS hour,
+                       count(*) FILTER (WHERE {_REPAIRED}) AS repaired,
+                       count(*) FILTER (WHERE NOT ({_REPAIRED})) AS unrepaired
+                FROM events {_where(ev_where + [f"kind IN ({repair_kinds})"])}
+                GROUP BY ALL)
         SELECT h.symbol, make_timestamp(h.hour * {HOUR_US})::TIMESTAMPTZ AS hour,
                {", ".join(f"coalesce(agg.rows_{t}, 0) AS rows_{t}"
                           for t in LANE_TABLES if t in tables)},
@@ -85,6 +99,8 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
                 - greatest((SELECT a FROM span), h.hour * 60)
                 - coalesce(f.minutes_with_data, 0))::BIGINT AS empty_minutes,
                coalesce(g.gaps, 0)::BIGINT AS gaps,
+               coalesce(r.repaired, 0)::BIGINT AS trade_gaps_repaired,
+               coalesce(r.unrepaired, 0)::BIGINT AS trade_gaps_unrepaired,
                coalesce(b.integrity_failures, 0)::BIGINT AS integrity_failures,
                coalesce(agg.unverified_rows, 0) AS unverified_rows
         FROM hours h
@@ -92,11 +108,12 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
         LEFT JOIN filled f USING (symbol, hour)
         LEFT JOIN gaps g USING (hour)
         LEFT JOIN bad b USING (symbol, hour)
+        LEFT JOIN rep r USING (symbol, hour)
         ORDER BY h.symbol, h.hour"""
     if not ds.has_rows("events"):
         query = query.replace("FROM events", "FROM (SELECT NULL::VARCHAR AS kind, "
                               "NULL::VARCHAR AS symbol, NULL::TIMESTAMPTZ AS ts_recv, "
-                              "NULL::DATE AS date WHERE false)")
+                              "NULL::VARCHAR AS detail, NULL::DATE AS date WHERE false)")
     return to_arrow(ds.con.sql(query))
 
 
@@ -227,7 +244,8 @@ def write_html(path: Path, cov: Coverage, table: pa.Table, title: str) -> None:
             v = row[c]
             if c == "hour" and v is not None:
                 v = v.strftime("%Y-%m-%d %H:00")
-            warn = c in ("gaps", "integrity_failures", "unverified_rows") and v
+            warn = c in ("gaps", "trade_gaps_unrepaired", "integrity_failures",
+                         "unverified_rows") and v
             style = ' class="warn"' if warn else ""
             cells.append(f"<td{style}>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

@@ -19,6 +19,68 @@ if TYPE_CHECKING:
 
 MARKET_TABLES = ("trades", "book", "spread", "ohlc", "ticker", "fills", "orders")
 
+# The writer of a Parquet row: the source token of its file's name (sinks/layout.py,
+# ``<first>-<last>-<source>-<seq>[-N].parquet``, the source ``<config>-<role>-<host>-<pid>``)
+# without the trailing pid, so a collector the supervisor restarts (a new pid, which starts
+# from a fresh snapshot anyway) stays one writer, while two hosts or two configs recording
+# the same symbol are two. A name that does not follow the pattern gives ''.
+_WRITER_RE = r"(?:^|/)\d{8}T\d{6}Z-\d{8}T\d{6}Z-([^/]+)-\d{4,}(?:-\d+)?\.parquet$"
+_PID_RE = r"-\d+$"
+# A compacted file's source: compacted-<time>-<id>-<writer>-0 (recorder/analysis/compact.py).
+_COMPACTED_RE = r"^compacted-\d{8}T\d{6}Z-[0-9a-f]+-"
+
+
+def writer_sql(path_column: str = "filename") -> str:
+    """DuckDB expression: the writer (see ``_WRITER_RE``) of the file ``path_column`` names."""
+    return (f"regexp_replace(regexp_replace(regexp_extract({path_column}, '{_WRITER_RE}', 1), "
+            f"'{_PID_RE}', ''), '{_COMPACTED_RE}', '')")
+
+
+def writer_of_file(name: str) -> str:
+    """The writer of a Parquet file's path or name, as ``writer_sql`` computes it."""
+    import re
+
+    m = re.search(_WRITER_RE, name)
+    return writer_of_source(m.group(1)) if m else ""
+
+
+def writer_of_source(source: str) -> str:
+    """The writer of a sink's ``source`` token (its pid removed), as ``writer_sql``."""
+    import re
+
+    return re.sub(_COMPACTED_RE, "", re.sub(_PID_RE, "", source))
+
+
+# Trades recorded by several writers (redundant hosts) are the same trade when their content
+# is: (exchange, symbol, trade_id, ts_exchange, price, qty, side). Two distinct trades never
+# share a trade id, so with an id this is exact, and equals de-duplication by trade id for
+# real data. Without an id (Kraken v1) two distinct trades can have the same content (one
+# taker order filling two equal maker orders), so copies are matched by occurrence: the
+# k-th row of a writer with that content is the same trade as the k-th of another writer,
+# and it is dropped where at least k trades with ids have that content (a v1 stream on one
+# host, its gap repaired from the REST history, which has ids, on another). The copy kept
+# is the live one ("ws") before a REST repair, then the first writer by name that has it,
+# then file order: one writer's rows stay together, in recorded order.
+TRADE_CONTENT = "exchange, symbol, ts_exchange, price, qty, side"
+
+
+def unique_trades_sql(source: str) -> str:
+    """SELECT over ``source`` (trades rows with ``_file``, ``_row`` and ``_writer``) keeping
+    one row per trade (see TRADE_CONTENT's comment)."""
+    return f"""
+        SELECT * EXCLUDE (_occ, _ids, _copy) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY {TRADE_CONTENT}, trade_id, _occ
+                ORDER BY coalesce(source, 'ws') <> 'ws', _writer, _file, _row) AS _copy
+            FROM (
+                SELECT *,
+                    CASE WHEN trade_id IS NULL THEN row_number() OVER (
+                        PARTITION BY {TRADE_CONTENT}, trade_id IS NULL, _writer
+                        ORDER BY _file, _row) END AS _occ,
+                    count(DISTINCT trade_id) OVER (PARTITION BY {TRADE_CONTENT}) AS _ids
+                FROM ({source})))
+        WHERE _copy = 1 AND (_occ IS NULL OR _occ > _ids)"""
+
 
 def sql_str(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
@@ -40,7 +102,7 @@ def empty_select(table: str, order: bool = False) -> str:
     cols = [f"NULL::{duckdb_type(f.type)} AS {f.name}" for f in arrow_schema(table)]
     cols.append("NULL::DATE AS date")
     if order:
-        cols += ["NULL::VARCHAR AS _file", "NULL::BIGINT AS _row"]
+        cols += ["NULL::VARCHAR AS _file", "NULL::BIGINT AS _row", "NULL::VARCHAR AS _writer"]
     return f"SELECT {', '.join(cols)} WHERE false"
 
 
@@ -68,8 +130,6 @@ def symbol_filter(symbols: str | Iterable[str] | None) -> list[str]:
     if not syms:
         return []
     return [f"symbol IN ({', '.join(sql_str(s) for s in syms)})"]
-
-
 
 
 def unknown_table_message(table: str, with_rows: list[str]) -> str:

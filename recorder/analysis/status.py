@@ -30,6 +30,13 @@ import typer
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES
 from sinks.layout import PARQUET_NAME, host_name
 
+# A trade repair (recorder/capture/backfill.py) that did not cover its whole span counts
+# apart from the complete ones: its kind is read as "trades_backfilled_incomplete".
+REPAIR_KIND_SQL = ("CASE WHEN kind = 'trades_backfilled' AND "
+                   "json_extract(detail, '$.complete')::BOOLEAN IS NOT TRUE "
+                   "THEN 'trades_backfilled_incomplete' ELSE kind END")
+UNREPAIRED_KINDS = ("trades_backfilled_incomplete", "backfill_abandoned")
+
 # What counts as a gap in the data: the connection ended, or the process died.
 PROBLEM_KINDS = ("stale", "checksum_mismatch", "sequence_gap", "malformed", "subscribe_error",
                  "connect_failed", "journal_recovered", "sink_write_error",
@@ -175,8 +182,8 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
             continue
         if table == "events":
             rows = con.execute(
-                "SELECT coalesce(json_extract_string(detail, '$.collector'), source), kind, "
-                "count(*) FROM _rows_events GROUP BY ALL").fetchall()
+                "SELECT coalesce(json_extract_string(detail, '$.collector'), source), "
+                f"{REPAIR_KIND_SQL}, count(*) FROM _rows_events GROUP BY ALL").fetchall()
             for source, kind, n in rows:
                 key = collector_of(source) if source else "unknown"
                 collectors[key]["events"][kind] = collectors[key]["events"].get(kind, 0) + n
@@ -213,6 +220,10 @@ def collect_status(data: Path, *, now: float | None = None, window: float = 3600
         ev = entry["events"]
         entry["gaps"] = sum(ev.get(k, 0) for k in GAP_EVENT_KINDS)
         entry["integrity_failures"] = sum(ev.get(k, 0) for k in INTEGRITY_EVENT_KINDS)
+        entry["trade_repairs"] = {"repaired": ev.get("trades_backfilled", 0),
+                                  "unrepaired": sum(ev.get(k, 0) for k in UNREPAIRED_KINDS),
+                                  "failed_attempts": ev.get("backfill_failed", 0),
+                                  "covered": ev.get("trades_covered", 0)}
     out = {"data": str(data), "now": now, "window_s": window,
            "collectors": dict(sorted(collectors.items()))}
     if store is not None:
@@ -333,6 +344,14 @@ def render(report: dict) -> str:
         problems = ", ".join(f"{k} {ev[k]}" for k in PROBLEM_KINDS if ev.get(k))
         gaps = ", ".join(f"{k} {ev[k]}" for k in GAP_EVENT_KINDS if ev.get(k))
         out.append(f"  gaps           {c['gaps']}" + (f" ({gaps})" if gaps else ""))
+        rep = c["trade_repairs"]
+        if any(rep.values()):
+            out.append(f"  trade repairs  {rep['repaired']} complete, {rep['unrepaired']} "
+                       "incomplete or abandoned (trades may be missing)"
+                       + (f", {rep['failed_attempts']} failed attempts"
+                          if rep["failed_attempts"] else "")
+                       + (f", {rep['covered']} covered by the redundant connection"
+                          if rep["covered"] else ""))
         bad = ", ".join(f"{k} {ev[k]}" for k in INTEGRITY_EVENT_KINDS if ev.get(k))
         out.append(f"  integrity fails {c['integrity_failures']}" + (f" ({bad})" if bad else ""))
         if problems:

@@ -30,7 +30,9 @@ import msgspec
 import websocket
 
 from recorder.capture import wsclient
+from recorder.capture.backfill import backfills_for, iso_us
 from recorder.capture.book import BookKeeper
+from recorder.capture.redundancy import RecentKeys
 from recorder.capture.resync import PendingResync, ResyncTracker
 from recorder.capture.wsclient import ConnectionClosed, FrameReader, ProtocolError
 from recorder.core.backoff import Backoff
@@ -107,7 +109,8 @@ class Collector:
     """Record one connection of a config until stopped or ``duration`` elapses."""
 
     def __init__(self, config: Any, sink: Any, feed: Feed, *,
-                 duration: float | None = None, heartbeat_path: Path | None = None) -> None:
+                 duration: float | None = None, heartbeat_path: Path | None = None,
+                 mirror_feed: Feed | None = None) -> None:
         self.config = config
         self.sink = sink
         self.feed = feed
@@ -155,6 +158,19 @@ class Collector:
         self._settling: set | None = None
         self._settle_until = 0.0
         self._late_duplicates = 0
+        # Trades and candles a gap left out, repaired from the exchange's REST history
+        # (backfill.py): table -> its backfill.
+        self.backfills = backfills_for(feed, self.exchange, getattr(
+            config, "backfill_max_span", 86_400))
+        # [connection] redundancy = 2: a second connection for the trades (redundancy.py).
+        self.mirror_feed = mirror_feed
+        self.mirror: _Conn | None = None
+        self._mirror_next_try = 0.0
+        self._mirror_backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self._recent = RecentKeys() if mirror_feed is not None else None
+        self._trades_live = False
+        # While the recorded connection is down and the mirror carries the trades alone.
+        self._covering: dict | None = None
 
     # -- public -----------------------------------------------------------------------
 
@@ -185,13 +201,16 @@ class Collector:
                 log.warning("reconnecting in %.1f s", delay)
                 self._event("reconnect_wait", detail(delay_s=round(delay, 3),
                                                      gap_started_us=gap_started))
-                self.stop_event.wait(delay)
+                self._wait(delay)
         finally:
+            self._close_mirror(None)
             if self.feed.poll is not None:
                 try:
                     self.feed.poll(self.rows, True)
                 except Exception:  # noqa: BLE001 - stopping must finish the files anyway
                     log.exception("the feed's last poll failed")
+            for bf in self.backfills.values():
+                bf.poll(self.rows, stopping=True)
             self._flush()
             if self._workers is not None:
                 self._workers.shutdown(wait=False, cancel_futures=True)
@@ -202,14 +221,17 @@ class Collector:
 
     # -- opening a connection ---------------------------------------------------------
 
-    def _open(self, rows: dict[str, list[tuple]], *, replacing: bool = False) -> _Conn | str:
+    def _open(self, rows: dict[str, list[tuple]], *, replacing: bool = False,
+              feed: Feed | None = None) -> _Conn | str:
         """Prepare (the exchange's hook) and connect; a _Conn, or why it failed. A
-        replacement (``replacing``) leaves ``conn_id``, the recorded connection's, alone."""
+        replacement (``replacing``) or a redundant connection (``feed``) leaves ``conn_id``,
+        the recorded connection's, alone."""
+        feed = feed or self.feed
         self._conn_seq += 1
-        if not replacing:
+        if not replacing and feed is self.feed:
             self.conn_id = self._conn_seq
         try:
-            plan = self.feed.prepare()
+            plan = feed.prepare()
             self._refusals = 0
         except CredentialError as e:
             self._credentials_refused(e)
@@ -227,9 +249,8 @@ class Collector:
             return _short(e)
         reader = FrameReader(ws)
         now = time.monotonic()
-        conn = _Conn(self._conn_seq, plan, ws, reader, plan.parse or self.feed.parse,
-                     BookKeeper(self.feed.book_rule), rows, now, last_frame=now,
-                     last_ping=now)
+        conn = _Conn(self._conn_seq, plan, ws, reader, plan.parse or feed.parse,
+                     BookKeeper(feed.book_rule), rows, now, last_frame=now, last_ping=now)
         if self.config.raw:
             ts = time.time_ns() // 1000
             for endpoint, text in plan.raw_records:
@@ -237,7 +258,16 @@ class Collector:
         for table, prepared in plan.rows.items():
             rows[table].extend(prepared)
         if plan.ready_kind is None:
-            self._subscribe(conn)
+            try:
+                self._subscribe(conn)
+            except (OSError, websocket.WebSocketException) as e:
+                # Closed by the server between the handshake and the last request.
+                reader.close(timeout=0.1)
+                self._event("connect_failed", detail(url=_safe_url(url),
+                                                     error=f"while subscribing: {_short(e)}"))
+                log.warning("connection to %s closed while subscribing: %s", _safe_url(url),
+                            _short(e))
+                return _short(e)
         return conn
 
     def _subscribe(self, conn: _Conn) -> None:
@@ -270,6 +300,7 @@ class Collector:
         log.info("connected to %s (connection %d)", _safe_url(conn.plan.url), conn.conn_id)
         self._event("connected", detail(url=_safe_url(conn.plan.url),
                                         attempt=self.backoff.attempts))
+        self._stream_live(primary=True)
         self.pending_resyncs.clear()
         reason = "closed"
         try:
@@ -291,6 +322,8 @@ class Collector:
             else:
                 self._abandon_rotation("the connection it was to replace ended")
         self._flush()
+        if not stopping:
+            self._stream_live(primary=False)
         kind = "stopped" if stopping else "disconnected"
         self._event(kind, detail(reason=reason, frames=self.frames))
         if not stopping:
@@ -316,7 +349,8 @@ class Collector:
             conn = self.conn
             reader = conn.reader
             # While a replacement opens, wake up often enough to read it too.
-            wanted = _POLL_SECONDS if self._rotation is None else 0.02
+            wanted = _POLL_SECONDS if self._rotation is None and self.mirror_feed is None \
+                else 0.02
             if wanted != timeout or conn.extra.get("timeout") != wanted:
                 reader.settimeout(wanted)
                 timeout = conn.extra["timeout"] = wanted
@@ -363,12 +397,16 @@ class Collector:
         self._drain_snapshots()
         if self.feed.poll is not None:
             self.feed.poll(self.rows, False)  # e.g. fills reconciled from REST history
+        for bf in self.backfills.values():
+            bf.poll(self.rows)
         if self.pending_resyncs.pending:
             failed = self._drive_resyncs(conn.ws, now)
             if failed:
                 return failed
         if self.max_age:
             self._drive_rotation(now)
+        if self.mirror_feed is not None:
+            self._drive_mirror(now)
         self._flush()
         return None
 
@@ -451,6 +489,9 @@ class Collector:
             return None
         if kind == "subscribed":
             conn.acks += 1
+            if conn is self.conn and conn.acks == conn.plan.acks_expected and \
+                    self.mirror_feed is not None:
+                self._stream_live()  # the recorded connection carries the trades again
             return None
         feed = self.feed
         if kind == "status":
@@ -632,21 +673,9 @@ class Collector:
             if self._next_rotation_try and now >= self._next_rotation_try:
                 self._start_rotation(now)
             return
-        try:
-            while True:
-                rot.reader.settimeout(0.0)
-                try:
-                    frames = rot.reader.read()
-                except (BlockingIOError, TimeoutError):
-                    break
-                ts_recv = time.time_ns() // 1000
-                rot.last_frame = time.monotonic()
-                why = self._frames(rot, frames, ts_recv)
-                if why or rot.reader.close_frame is not None:
-                    self._abandon_rotation(why or "closed by peer")
-                    return
-        except (ConnectionClosed, OSError, websocket.WebSocketException, ProtocolError) as e:
-            self._abandon_rotation(_short(e))
+        why = self._read_waiting(rot)
+        if why:
+            self._abandon_rotation(why)
             return
         why = self._watch(rot, now) if rot.ready else None
         if why:
@@ -662,6 +691,23 @@ class Collector:
             if now - rot.opened > limit:
                 self._abandon_rotation(f"{rot.acks} of {rot.plan.acks_expected} subscriptions "
                                        f"acknowledged after {limit:.0f} s")
+
+    def _read_waiting(self, conn: _Conn) -> str | None:
+        """Parse what a connection other than the recorded one has received so far, without
+        waiting; why it ended, or None."""
+        try:
+            while True:
+                conn.reader.settimeout(0.0)
+                try:
+                    frames = conn.reader.read()
+                except (BlockingIOError, TimeoutError):
+                    return None
+                conn.last_frame = time.monotonic()
+                why = self._frames(conn, frames, time.time_ns() // 1000)
+                if why or conn.reader.close_frame is not None:
+                    return why or "closed by peer"
+        except (ConnectionClosed, OSError, websocket.WebSocketException, ProtocolError) as e:
+            return _short(e)
 
     def _start_rotation(self, now: float) -> None:
         log.info("connection %d is %.0f s old: opening its replacement", self.conn_id,
@@ -693,7 +739,8 @@ class Collector:
     def _switch(self, new: _Conn) -> None:
         """Make the replacement the recorded connection and close the old one."""
         old = self.conn
-        self._drain(old)
+        # What the old connection already received may hold rows the new one never got.
+        self._read_waiting(old)
         self._flush()  # still rotating: the old connection's last rows join _overlap_seen
         self._rotation = None
         seen = {(table, _content(table, r)) for table, rows in self._overlap_seen.items()
@@ -716,21 +763,6 @@ class Collector:
                                                  overlap_rows=kept, duplicates_dropped=dropped))
         log.info("connection %d replaced by %d after %.0f s (%d duplicate rows dropped)",
                  old.conn_id, new.conn_id, age, dropped)
-
-    def _drain(self, old: _Conn) -> None:
-        """Parse what the old connection already received before it is closed: those
-        frames may hold rows the new one never got."""
-        old.reader.settimeout(0.0)
-        try:
-            while old.reader.close_frame is None:
-                try:
-                    frames = old.reader.read()
-                except (BlockingIOError, TimeoutError):
-                    return
-                if self._frames(old, frames, time.time_ns() // 1000):
-                    return
-        except (ConnectionClosed, OSError, websocket.WebSocketException, ProtocolError):
-            return
 
     def _merge(self, new: _Conn, seen: set) -> tuple[int, int]:
         """Move the replacement's rows into the recorded buffer: duplicates of what the old
@@ -764,6 +796,116 @@ class Collector:
         """The switch's window for late duplicates is over: say how many it dropped."""
         self._settling = None
         self._event("rotation_settled", detail(late_duplicates_dropped=self._late_duplicates))
+
+    # -- the redundant connection (redundancy.py) --------------------------------------
+
+    def _wait(self, delay: float) -> None:
+        """The reconnect backoff; the redundant connection is read all the while."""
+        if self.mirror_feed is None:
+            self.stop_event.wait(delay)
+            return
+        until = time.monotonic() + delay
+        while not self.stop_event.wait(min(0.05, max(0.0, until - time.monotonic()))):
+            now = time.monotonic()
+            if now >= until:
+                return
+            self._drive_mirror(now)
+            self._flush()
+
+    def _drive_mirror(self, now: float) -> None:
+        mirror = self.mirror
+        if mirror is None:
+            if now >= self._mirror_next_try:
+                opened = self._open(new_rows(), feed=self.mirror_feed)
+                if isinstance(opened, str):
+                    self._mirror_next_try = now + self._mirror_backoff.next_delay()
+                    return
+                self.mirror = opened
+                self._event("redundant_connected", detail(conn_id=opened.conn_id,
+                                                          url=_safe_url(opened.plan.url)))
+            return
+        why = self._read_waiting(mirror)
+        if why:
+            self._close_mirror(why)
+            return
+        why = self._watch(mirror, now) if mirror.ready else None
+        if why:
+            self._close_mirror(why)
+            return
+        if mirror.acks >= mirror.plan.acks_expected and mirror.ready:
+            self._mirror_backoff.reset()
+            self._stream_live()
+        self._take_mirror_rows(mirror)
+
+    def _take_mirror_rows(self, mirror: _Conn) -> None:
+        """The mirror's trades not recorded yet go to the sink; its events are recorded."""
+        rows = mirror.rows
+        trades = rows["trades"]
+        if trades:
+            rows["trades"] = []
+            fresh = self._recent.fresh(trades) if self._recent is not None else trades
+            if fresh:
+                if self._covering is not None:
+                    self._covering["rows"] += len(fresh)
+                if "trades" in self.backfills:
+                    self.backfills["trades"].observe(fresh)
+                self.sink.write("trades", fresh)
+        for table, pending in rows.items():
+            if pending and table != "trades":
+                rows[table] = []
+                if table == "events":
+                    pending = [with_conn_id(e, mirror.conn_id) for e in pending]
+                self.rows[table].extend(pending)
+
+    def _close_mirror(self, why: str | None) -> None:
+        mirror, self.mirror = self.mirror, None
+        if mirror is None:
+            return
+        self._take_mirror_rows(mirror)
+        mirror.reader.close(timeout=0.2)
+        if why is None:
+            return  # the collector stops
+        self._mirror_next_try = time.monotonic() + self._mirror_backoff.next_delay()
+        self._event("redundant_disconnected", detail(conn_id=mirror.conn_id, reason=why))
+        log.warning("redundant connection %d ended: %s", mirror.conn_id, why)
+        self._stream_live()
+
+    def _stream_live(self, primary: bool | None = None) -> None:
+        """Tell the backfills when a stream's data stops and starts again (``primary``: the
+        recorded connection just opened or ended). Trades count as live while either
+        connection carries them; with a redundant connection, the recorded one carries
+        them once its subscriptions are acknowledged."""
+        if primary is not None:
+            for table, bf in self.backfills.items():
+                if table != "trades":
+                    (bf.connected if primary else bf.disconnected)()
+        conn, mirror = self.conn, self.mirror
+        primary_live = self.ws is not None and conn is not None and (
+            self.mirror_feed is None or conn.acks >= conn.plan.acks_expected)
+        mirror_live = (mirror is not None and mirror.ready
+                       and mirror.acks >= mirror.plan.acks_expected)
+        if self.mirror_feed is not None:
+            self._covered(primary_live, mirror_live)
+        live = primary_live or mirror_live
+        if live == self._trades_live:
+            return
+        self._trades_live = live
+        bf = self.backfills.get("trades")
+        if bf is not None:
+            (bf.connected if live else bf.disconnected)()
+
+    def _covered(self, primary_live: bool, mirror_live: bool) -> None:
+        """While the recorded connection is down, the mirror's trades fill its gap: one
+        events row says so when it is back (or when the mirror fails too)."""
+        if not primary_live and mirror_live:
+            if self._covering is None:
+                self._covering = {"since_us": time.time_ns() // 1000, "rows": 0,
+                                  "conn_id": self.mirror.conn_id if self.mirror else None}
+        elif self._covering is not None:
+            c, self._covering = self._covering, None
+            self._event("trades_covered", detail(
+                by_conn_id=c["conn_id"], rows=c["rows"], since=iso_us(c["since_us"]),
+                until=iso_us(time.time_ns() // 1000), complete=primary_live))
 
     # -- credentials ------------------------------------------------------------------
 
@@ -808,6 +950,12 @@ class Collector:
                 if table == "events":
                     # Parsers cannot know which connection a frame came on.
                     pending = [with_conn_id(e, self.conn_id) for e in pending]
+                elif table == "trades" and self._recent is not None:
+                    pending = self._recent.fresh(pending)  # the mirror may have had them
+                    if not pending:
+                        continue
+                if table in self.backfills:
+                    self.backfills[table].observe(pending)
                 self.sink.write(table, pending)
         self.sink.tick()
         if self.heartbeat_path is not None and time.monotonic() >= self._next_heartbeat:

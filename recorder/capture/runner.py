@@ -90,7 +90,19 @@ def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
         from recorder.capture.supervisor import job_key
 
         sink, counted = metrics.instrument(sink, feed, job_key(cfg, role), cfg.exchange, role)
-    collector = Collector(cfg, sink, feed, duration=duration, heartbeat_path=heartbeat)
+    mirror = None
+    if role != "private" and getattr(cfg, "redundancy", 1) > 1 and feed.trade_symbols:
+        # A second connection for the trades only (recorder/capture/redundancy.py).
+        trades = [s for s in jobs.subscriptions(cfg, role) if s.channel == "trade"]
+        mirror = spec.public_feed(cfg, url, trades)
+    collector = Collector(cfg, sink, feed, duration=duration, heartbeat_path=heartbeat,
+                          mirror_feed=mirror)
+    if collector.backfills:
+        from recorder.capture.backfill_seed import last_rows
+
+        # A gap since the last recorded rows (a crash, a restart) is repaired too.
+        for bf in collector.backfills.values():
+            bf.restore(last_rows(root, cfg.exchange, bf.stream, bf.lanes))
     if counted is not None:
         metrics.attach(counted, collector)
     collector.install_signal_handlers()

@@ -73,6 +73,9 @@ def run(
     if url and not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r} is not a WebSocket URL (ws:// or wss://)")
     data = _check_stores(loaded, data)
+    from recorder.cli.ops import enable_catalogs
+
+    enable_catalogs(loaded, data)
     from recorder.capture import jobs as job_plan
 
     jobs = job_plan.jobs(loaded)
@@ -217,11 +220,15 @@ def _register_optional_commands() -> None:
     app.command("pairs")(pairs)
     app.command("status", help="What each collector records: state, last message, rates, "
                 "gaps and integrity failures (checksum or sequence) over the last hour.")(status)
-    from recorder.cli.ops import tail, watch
+    from recorder.cli.ops import compact, iceberg, tail, watch
 
     app.command("tail", help="Follow the rows of a table as they are journaled.")(tail)
     app.command("watch", help="Connect with a config and print normalized rows live, "
                 "recording nothing.")(watch)
+    app.command("compact", help="Rewrite small files into large ones, swapped in at once "
+                "(one commit with a table catalog).")(compact)
+    app.command("iceberg", help="Turn on the Iceberg table catalog of a dataset: create "
+                "the tables, add the files they lack.")(iceberg)
 
 
 _register_optional_commands()

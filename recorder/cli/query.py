@@ -221,6 +221,12 @@ def export(
                                      "(BTC/USD throughout)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress "
                                          "bar on stderr (default: when it is a terminal)."),
+    engine: str = typer.Option("local", "--engine", help="local (DuckDB, this process) or "
+                               "spark (bars, book, quotes: per symbol and day in parallel "
+                               "on Spark; needs the spark extra)."),
+    spark_master: str | None = typer.Option(None, "--spark-master", help="--engine spark: "
+                                            "the Spark master (default: $SPARK_MASTER, else "
+                                            "local[*])."),
 ) -> None:
     """Export bars, book snapshots, quotes or Tardis-compatible CSV, by symbol and time."""
     from recorder.analysis.export import KINDS
@@ -228,6 +234,18 @@ def export(
 
     if kind not in KINDS:
         fail(f"--kind {kind!r}; allowed: {', '.join(KINDS)}")
+    if engine not in ("local", "spark"):
+        fail(f"--engine {engine!r}; allowed: local, spark")
+    if engine == "spark":
+        from recorder.analysis.spark_export import SPARK_KINDS
+
+        if kind not in SPARK_KINDS:
+            fail(f"--engine spark exports {', '.join(SPARK_KINDS)}; --kind {kind} runs "
+                 "locally (leave --engine out)")
+        if unverified is not None and kind != "bars" and unverified not in ("flag", "skip"):
+            fail(f"--unverified {unverified!r}; allowed: flag, skip")
+    elif spark_master is not None:
+        fail("--spark-master goes with --engine spark")
     name = out.name.lower()
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
         fail(f"--out {out}: use a .csv, .csv.gz or .parquet file name")
@@ -263,9 +281,17 @@ def export(
     bar = _Progress(sys.stderr.isatty() if progress is None else progress, f"export {kind}")
     started = time.perf_counter()
     try:
-        rows = run_export(ds, kind, out, symbols=symbols or None, start=t0, end=t1,
-                          interval=interval, depth=depth, time=time_base,
-                          unverified=unverified, symbol_names=symbol_names, progress=bar)
+        if engine == "spark":
+            from recorder.analysis.spark_export import export_spark, spark_session
+
+            rows = export_spark(ds, kind, out, spark=spark_session(spark_master),
+                                symbols=symbols or None, start=t0, end=t1, interval=interval,
+                                depth=depth, time=time_base, unverified=unverified,
+                                progress=bar)
+        else:
+            rows = run_export(ds, kind, out, symbols=symbols or None, start=t0, end=t1,
+                              interval=interval, depth=depth, time=time_base,
+                              unverified=unverified, symbol_names=symbol_names, progress=bar)
     except DatasetError as e:
         fail(str(e))
     finally:

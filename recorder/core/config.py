@@ -20,11 +20,12 @@ from recorder.exchanges.base import ExchangeSpec
 _SECTIONS = {
     "exchange": {"name", "api", "url", "auth_url", "rest_url"},
     "output": {"path", "rotate", "raw", "max_file_mb", "journal_interval", "book_checkpoint",
-               "spool", "spool_max_mb", "upload_wait"},
+               "spool", "spool_max_mb", "upload_wait", "catalog"},
     "credentials": {"api_key_env", "api_secret_env", "api_passphrase_env", "key_version",
                     "secrets_file"},
     "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
-                   "resync_timeout", "resync_attempts", "max_connection_age"},
+                   "resync_timeout", "resync_attempts", "max_connection_age", "backfill",
+                   "backfill_max_span", "redundancy"},
     "subscribe": {"channel", "symbols", "depth", "interval"},
 }
 _DURATION_PART = re.compile(r"(\d+)\s*(s|m|h|d)")
@@ -77,6 +78,12 @@ class Config:
     subscriptions: tuple[SubscriptionConfig, ...] = field(default_factory=tuple)
     # Seconds after which a connection is replaced, make-before-break; 0 = never.
     max_connection_age: float = 0.0
+    # Repair every gap in trades from the exchange's REST trade history (recorder/capture/
+    # backfill.py), reaching back at most backfill_max_span seconds.
+    backfill: bool = True
+    backfill_max_span: float = 86_400.0
+    # Connections carrying the trades: 2 keeps a second one (recorder/capture/redundancy.py).
+    redundancy: int = 1
     api_passphrase_env: str | None = None
     key_version: int | None = None
     # [output] path = "s3://bucket/prefix": output_path is then the local spool of that
@@ -85,6 +92,9 @@ class Config:
     spool: Path | None = None
     spool_max_mb: int = 10_240
     upload_wait: float = 8.0
+    # [output] catalog: an Iceberg table catalog every finished file is committed to
+    # (sinks/catalog.py): "sqlite", a SQLAlchemy URI or an http(s):// REST catalog; None: none.
+    catalog: str | None = None
 
     @property
     def spec(self) -> ExchangeSpec:
@@ -170,6 +180,11 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
     if store and max_file_mb > 4096:  # a server-side copy (CopyObject) takes at most 5 GB
         v.fail("output.max_file_mb", f"at most 4096 with an object store, got {max_file_mb}")
     journal_interval = v.number(output, "output.journal_interval", 1.0, minimum=0.05)
+    catalog = v.string(output, "output.catalog", None)
+    if catalog is not None:
+        problem = catalog_problem(catalog)
+        if problem:
+            v.fail("output.catalog", problem)
     checkpoint = v.duration(output, "output.book_checkpoint", "1m", example='"1m" or "30s"',
                             off="no checkpoints")
 
@@ -229,12 +244,62 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
         book_checkpoint_seconds=checkpoint,
         subscriptions=subs,
         max_connection_age=float(max_age),
+        backfill=_backfill(v, exchange, conn),
+        backfill_max_span=float(v.duration(conn, "connection.backfill_max_span", "24h",
+                                           example='"24h" or "30m"')),
+        redundancy=_redundancy(v, conn),
         api_passphrase_env=passphrase_env,
         key_version=key_version,
         output_url=store.url if store else None,
         spool=Path(spool).expanduser() if spool else None,
         spool_max_mb=int(spool_max_mb), upload_wait=float(upload_wait),
+        catalog=catalog,
     )
+
+
+def _redundancy(v: _Checker, conn: dict) -> int:
+    n = int(v.number(conn, "connection.redundancy", 1, integer=True, minimum=1))
+    if n > 2:
+        v.fail("connection.redundancy", f"1 or 2 connections carry the trades, got {n}")
+    return n
+
+
+def _backfill(v: _Checker, exchange: dict, conn: dict) -> bool:
+    """Whether gaps in trades are repaired from the REST history at ``rest_url``. A config
+    that points ``url`` at another server (a simulator, a proxy) without saying where its
+    REST API is would repair from the real exchange: off, unless asked for."""
+    custom_ws = "url" in exchange and "rest_url" not in exchange
+    if not custom_ws:
+        return v.boolean(conn, "connection.backfill", True)
+    if v.boolean(conn, "connection.backfill", False):
+        v.fail("connection.backfill", "needs exchange.rest_url when exchange.url is set (the "
+               "trade history must come from the server the trades come from)")
+    return False
+
+
+_CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "http", "https")
+
+
+def catalog_problem(value: str) -> str | None:
+    """What is wrong with an ``[output] catalog`` value (None: nothing). The same grammar
+    as sinks/catalog.py's check_uri, which the core cannot import."""
+    from urllib.parse import urlsplit
+
+    if value == "sqlite":
+        return None
+    u = urlsplit(value)
+    scheme = u.scheme.split("+", 1)[0]
+    if scheme not in _CATALOG_SCHEMES or (scheme == "sqlite" and
+                                          not value.startswith("sqlite:///")):
+        return (f"{value!r} is not a catalog; allowed: \"sqlite\" (<data>/_catalog/catalog.db), "
+                "\"sqlite:////path/catalog.db\", \"postgresql://user@host/db\", "
+                "\"https://rest-catalog/...\"")
+    if scheme in ("http", "https", "postgresql", "postgres", "mysql") and not u.netloc:
+        return f"{value!r}: the URI needs a host"
+    if u.password:
+        return ("holds a password; leave it out and set it in the environment (PGPASSWORD "
+                "or ~/.pgpass for PostgreSQL, RECORDER_CATALOG_TOKEN for a REST catalog)")
+    return None
 
 
 def _age_text(seconds: float) -> str:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # Bumped whenever a column is added or changes meaning; written into every Parquet file.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # events.kind values that open a gap in the data: a connection that ended (a stale one ends
 # with "stale" then "disconnected", so only the latter counts) and a collector that died
@@ -95,9 +95,12 @@ def _cols(spec: str) -> tuple[Column, ...]:
 
 
 TABLES: dict[str, tuple[Column, ...]] = {
+    # source: where the row came from, "ws" (the live stream) or "rest" (the exchange's
+    # trade history, fetched to repair a gap); null in files written before schema
+    # version 4, which only ever recorded the stream. It is the last column.
     "trades": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us price:price qty:qty "
-        "side:str trade_id:text ord_type:str misc:str sequence:int64"
+        "side:str trade_id:text ord_type:str misc:str sequence:int64 source:str"
     ),
     # One exchange message = one update_id; checksum is the exchange's value for that update
     # (null on v1 snapshots). depth is the subscribed depth. verified: the book after this
@@ -121,10 +124,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid_price:price bid_qty:qty "
         "ask_price:price ask_qty:qty"
     ),
+    # source: "ws" (the stream's candle updates) or "rest" (a candle the exchange's OHLC
+    # history gave to repair a gap; its ts_exchange is null: the history has no update
+    # time); null before schema version 4. The last row of an interval is its final value.
     "ohlc": _cols(
         "exchange:str symbol:str interval:int32 interval_begin:ts_text ts_exchange:ts_text "
         "ts_recv:ts_us open:price high:price low:price close:price vwap:price volume:wide "
-        "trades:int64"
+        "trades:int64 source:str"
     ),
     "ticker": _cols(
         "exchange:str symbol:str ts_exchange:ts_text ts_recv:ts_us bid:price bid_qty:qty "

@@ -134,6 +134,53 @@ class BookRule(Protocol):
         describing the mismatch (the book is known to be wrong until a fresh snapshot)."""
 
 
+class RateLimited(ExchangeError):
+    """The exchange said to slow down (Kraken's EGeneral:Too many requests, KuCoin's
+    429000): the caller waits at least ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class TradeHistory:
+    """An exchange's public trade history, read to repair a gap in a live trade stream
+    (the capture runtime's backfill, recorder/capture/backfill.py, drives it)."""
+
+    # What events name as the source, e.g. "GET /0/public/Trades".
+    endpoint: str
+    # (symbol, since_us) -> pages of ``trades`` rows (``source`` "rest"), oldest first,
+    # starting at or before the first trade at ``since_us`` when the history reaches that
+    # far back; each ``next()`` is one REST call. Raises ExchangeError (RateLimited).
+    fetch: Callable[[str, int], Any]
+    # A trade's identity, the same for its live row and its history row (a trade id, or
+    # time, price, quantity and side where the stream carries no id).
+    key: Callable[[tuple], Any]
+    # Keys are integers that grow with every trade of a symbol (Kraken's trade ids,
+    # KuCoin's sequence): a span is then bounded by keys, not only by times.
+    ordered: bool = False
+    # The history holds only the most recent ``window`` trades (KuCoin: 100); None: it
+    # reaches back any distance (Kraken pages through it with a cursor).
+    window: int | None = None
+    # Seconds between two calls (the exchange's public rate limit).
+    min_interval: float = 1.0
+
+
+@dataclass
+class CandleHistory:
+    """An exchange's OHLC history, read to repair the candles of a gap."""
+
+    endpoint: str  # e.g. "GET /0/public/OHLC"
+    # (symbol, interval in minutes, since_us) -> pages of ``ohlc`` rows (``source`` "rest",
+    # ``ts_exchange`` null), oldest first, one row per interval, from the interval that
+    # holds ``since_us`` on. Raises ExchangeError (RateLimited).
+    fetch: Callable[[str, int, int], Any]
+    # Intervals one answer holds at most (Kraken keeps only the last 720).
+    window: int | None = None
+    min_interval: float = 1.0
+
+
 @dataclass
 class Feed:
     """One connection's exchange behaviour, as the collector drives it."""
@@ -161,6 +208,14 @@ class Feed:
     # ``stopping`` true when the collector stops (it may wait a few seconds for work under
     # way, so that its rows are recorded). It must not raise.
     poll: Callable[[dict[str, list[tuple]], bool], None] | None = None
+    # The public trade history, when the exchange has one and this connection records
+    # trades: the runtime repairs every gap in ``trades`` from it (symbols: those it
+    # records trades of).
+    trade_history: TradeHistory | None = None
+    trade_symbols: tuple[str, ...] = ()
+    # Likewise for ``ohlc``: its history and the (symbol, interval) pairs it records.
+    candle_history: CandleHistory | None = None
+    candle_lanes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass

@@ -63,11 +63,13 @@ class SimControl:
 
     def drop(self, mode: str = "abort", endpoint: str | None = None,
              after_messages: int | None = None, after_seconds: float | None = None,
-             persistent: bool = False, code: int | None = None) -> dict:
-        """Drop connections: abort (TCP reset), close (close frame) or eof (FIN only)."""
+             persistent: bool = False, code: int | None = None,
+             only: str | None = None) -> dict:
+        """Drop connections: abort (TCP reset), close (close frame) or eof (FIN only);
+        ``only`` = "oldest" | "newest": just that one of the open connections."""
         return self.fault(kind="drop", mode=mode, endpoint=endpoint, code=code,
                           after_messages=after_messages, after_seconds=after_seconds,
-                          persistent=persistent or None)
+                          persistent=persistent or None, only=only)
 
     def stall(self, seconds: float, endpoint: str | None = None,
               after_messages: int | None = None, after_seconds: float | None = None,

@@ -11,6 +11,7 @@ from recorder.exchanges.base import ConnectPlan, Feed, Subscription
 from recorder.exchanges.kraken import v1, v2
 from recorder.exchanges.kraken.book_rule import RULE
 from recorder.exchanges.kraken.common import EXCHANGE
+from recorder.exchanges.kraken.history import candle_history, trade_history
 
 # Kraken's refusals that say "not now" rather than "never" (a pair it does not list, a depth
 # it does not support): its WS rate limit and a busy or unavailable engine.
@@ -53,6 +54,13 @@ def public_feed(config: Any, url: str | None = None,
     def prepare() -> ConnectPlan:
         return ConnectPlan(endpoint, list(requests), acks_expected=acks)
 
-    return Feed(EXCHANGE, endpoint, mod.decode, parse, prepare, mod.ping_request, RULE,
+    feed = Feed(EXCHANGE, endpoint, mod.decode, parse, prepare, mod.ping_request, RULE,
                 book_resync=mod.book_resync_requests, book_depths=depths,
                 refused_for_now=refused_for_now, session_invalid=session_invalid)
+    feed.trade_symbols = tuple(sym for s in subs if s.channel == "trade" for sym in s.symbols)
+    feed.candle_lanes = tuple((sym, s.interval or 1) for s in subs if s.channel == "ohlc"
+                              for sym in s.symbols)
+    if getattr(config, "backfill", False):  # gaps repaired from the REST history
+        feed.trade_history = trade_history(config.rest_url, config.api)
+        feed.candle_history = candle_history(config.rest_url)
+    return feed

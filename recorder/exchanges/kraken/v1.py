@@ -95,7 +95,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
                 trade_id = str(t[6]) if len(t) > 6 and t[6] is not None else None
                 rows.append((EXCHANGE, symbol, epoch_us(t[2]), ts_recv, t[0], t[1],
                              _SIDE_TAKER.get(t[3]),
-                             trade_id, _ORD_TYPE.get(t[4], t[4]), t[5] or None, None))
+                             trade_id, _ORD_TYPE.get(t[4], t[4]), t[5] or None, None, "ws"))
         elif name == "spread":
             s = msg[1]
             out["spread"].append((EXCHANGE, symbol, epoch_us(s[2]), ts_recv, s[0], s[3], s[1],
@@ -147,7 +147,7 @@ def _ohlc(c: list, symbol: str, interval: int, ts_recv: int, rows: list[tuple]) 
     begin = (end_seconds - interval * 60) * 1_000_000
     rows.append((EXCHANGE, symbol, interval, begin, epoch_us(c[0]), ts_recv, c[2], c[3], c[4],
                  c[5],
-                 c[6], c[7], int(c[8])))
+                 c[6], c[7], int(c[8]), "ws"))
 
 
 def _ticker(t: dict, symbol: str, ts_recv: int, rows: list[tuple]) -> None:

@@ -108,7 +108,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
         for t in msg["data"]:
             rows.append((EXCHANGE, t["symbol"], t.get("timestamp"), ts_recv, _text(t["price"]),
                          _text(t["qty"]), t.get("side"), _text(t.get("trade_id")),
-                         t.get("ord_type"), None, None))
+                         t.get("ord_type"), None, None, "ws"))
         return None
     if channel == "ticker":
         for t in msg["data"]:
@@ -126,7 +126,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]],
             rows.append((EXCHANGE, c["symbol"], int(c["interval"]), c["interval_begin"], ts,
                          ts_recv, _text(c["open"]), _text(c["high"]), _text(c["low"]),
                          _text(c["close"]), _text(c["vwap"]), _text(c["volume"]),
-                         int(c["trades"])))
+                         int(c["trades"]), "ws"))
         return None
     if channel == "heartbeat":
         return Control("heartbeat")

@@ -40,6 +40,7 @@ from recorder.exchanges.kucoin.common import (
     MAX_TOPICS_PER_MESSAGE,
     wire,
 )
+from recorder.exchanges.kucoin.history import candle_history, trade_history
 from recorder.exchanges.kucoin.parse import Parser, decode, snapshot_frame
 from recorder.exchanges.kucoin.rest import BULLET_PUBLIC, PUBLIC_BOOK_DEPTH, KucoinRest
 
@@ -194,4 +195,10 @@ def public_feed(config: Any, url: str | None = None,
                 book_resync=None, fetch_snapshot=state.fetch_snapshot, book_depths=depths,
                 refused_for_now=refused_for_now, session_invalid=session_invalid,
                 dedupe_keys={"trades": _trade_key})
+    feed.trade_symbols = tuple(sym for s in subs if s.channel == "trade" for sym in s.symbols)
+    feed.candle_lanes = tuple((sym, s.interval or 1) for s in subs if s.channel == "ohlc"
+                              for sym in s.symbols)
+    if getattr(config, "backfill", False):  # gaps repaired from the REST history
+        feed.trade_history = trade_history(state.rest_url)
+        feed.candle_history = candle_history(state.rest_url)
     return feed

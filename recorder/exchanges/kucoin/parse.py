@@ -178,7 +178,7 @@ def trade_row(data: dict, ts_recv: int, rest: str = "") -> tuple:
         trade_id = str(_int(trade_id))
     return (EXCHANGE, canonical(_symbol(rest, data)), _int(data["time"]) // 1000, ts_recv,
             _text(data["price"]), _text(data["size"]), side, trade_id, None, None,
-            _int(data["sequence"]))
+            _int(data["sequence"]), "ws")
 
 
 def spread_row(data: dict, symbol: str, ts_recv: int) -> tuple:
@@ -212,7 +212,7 @@ def ohlc_row(data: dict, rest: str, ts_recv: int) -> tuple:
     t = data.get("time")
     return (EXCHANGE, canonical(data.get("symbol") or wire_sym), minutes,
             _int(start) * 1_000_000, None if t is None else _int(t) // 1000, ts_recv,
-            _text(o), _text(h), _text(lo), _text(cl), None, _text(vol), None)
+            _text(o), _text(h), _text(lo), _text(cl), None, _text(vol), None, "ws")
 
 
 def depth_rows(data: dict, symbol: str, depth: int, ts_recv: int,

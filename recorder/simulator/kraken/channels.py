@@ -86,10 +86,14 @@ def corrupted(views: tuple[list[ViewLevel], list[ViewLevel]], ev: BookEvent):
     """
     for side_idx in (ASK, BID):
         side = ev.pm.sides[side_idx]
-        for i, lv in enumerate(views[side_idx]):
+        levels = views[side_idx]
+        for i, lv in enumerate(levels):
             # A level that stays in the top 10 after this update: a garbled deletion or a
             # level at the edge could be cut off by the client's depth truncation and never
-            # show in the checksum, and the fault would go unseen.
+            # show in the checksum, and the fault would go unseen. Nor a level the same
+            # message updates again later (its second value would heal the first).
+            if any(later.price == lv.price for later in levels[i + 1:]):
+                continue
             if lv.qty > 0 and side.in_top(lv.price, 10):
                 bad = ViewLevel(lv.price, lv.qty + 1, lv.ts, lv.republish)
                 levels = list(views[side_idx])

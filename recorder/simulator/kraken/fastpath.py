@@ -125,22 +125,25 @@ async def pump(s: Session, blob: Blob, corruptor: Corruptor | None = None) -> No
     """Write ``blob`` once with flow control, pausing for stalls and maintenance."""
     sim = s.sim
     swaps: dict[int, bytes] = {}
+    searched: set[str] = set()
     for ci, (_, _, n, counts) in enumerate(blob.chunks):
         while (s.stalled or sim.paused) and not s.closed:
             await asyncio.sleep(0.05)
         if s.closed:
             return
         if s.corrupt and corruptor is not None:
-            for symbol in list(s.corrupt):
-                # One search per armed fault: it finds the first suitable frame from here on,
-                # and if there is none now there is none later in this stream either.
+            for symbol in list(s.corrupt - searched):
+                # One search per armed fault and blob: it finds the first suitable frame
+                # from here on; with none left in this blob (armed near a lap's end), the
+                # fault stays armed for the next lap.
                 hit = corruptor(symbol, ci * CHUNK_FRAMES)
-                s.corrupt.discard(symbol)
+                searched.add(symbol)
                 if hit is not None:
+                    s.corrupt.discard(symbol)
                     swaps[hit[0]] = hit[1]
                 else:
-                    log.warning("conn %s: corrupt_book %s: no book update left to corrupt",
-                                s.conn_id, symbol)
+                    log.info("conn %s: corrupt_book %s: no book update left in this lap",
+                             s.conn_id, symbol)
         s.send_chunk(blob.chunk_bytes(ci, swaps), n, counts)
         await s.ws.drain()
 

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from recorder.exchanges.kraken.pairs import PAIRS, Pair, find_pair
 from recorder.simulator.kraken.account import history_entry, time_text
 from recorder.simulator.kraken.faults import FaultError
-from recorder.simulator.kraken.market import INTERVALS
+from recorder.simulator.kraken.market import INTERVALS, v1_ts
 from recorder.simulator.numbers import fmt_fixed
 
 if TYPE_CHECKING:
@@ -165,7 +165,8 @@ class RestApi:
             since *= 10**9
         rows = [t for t in pm.trades if _ns(t.time) > since][:count]
         out = [
-            [fmt_fixed(t.price, pm.pd), fmt_fixed(t.qty, pm.qd), round(t.time, 4), t.side,
+            # The stream's microseconds (Kraken's REST shows more digits, never fewer).
+            [fmt_fixed(t.price, pm.pd), fmt_fixed(t.qty, pm.qd), float(v1_ts(t.time)), t.side,
              t.ord_type, "", t.trade_id]
             for t in rows
         ]

@@ -303,6 +303,13 @@ class Simulator:
             return {}
         rule: Rule = parse_rule(spec)
         targets = [s for s in list(self.sessions) if not s.closed and rule.matches(s.endpoint)]
+        only = spec.get("only")
+        if only is not None:
+            # One connection of a client that keeps several (e.g. a redundant one).
+            if only not in ("oldest", "newest"):
+                raise FaultError("only must be oldest or newest")
+            targets = sorted(targets, key=lambda s: s.opened)
+            targets = targets[:1] if only == "oldest" else targets[-1:]
         for s in targets:
             s.arm(rule)
         if spec.get("persistent"):

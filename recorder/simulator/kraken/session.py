@@ -50,6 +50,7 @@ class Session:
         self.private = endpoint.startswith("ws_auth")
         self.transport = ws.transport
         self.conn_id = sim.conn_rng.randrange(1, 2**64)
+        self.opened = time.monotonic()  # "only": "oldest" | "newest" faults pick by it
         self.subs: dict[tuple[str, str], tuple[Sub, int]] = {}
         self.priv: dict[str, PrivSub] = {}
         self.sent = 0

@@ -1,6 +1,6 @@
 """Where the recorder's time goes: py-spy over `recorder run` in one of the bench's scenarios.
 
-    python bench/profile.py SCENARIO [--seconds 8] [--py-spy PATH] [--top 25]
+    python bench/profile_scenarios.py SCENARIO [--seconds 8] [--py-spy PATH] [--top 25]
 
 SCENARIO: kraken (v2, --speed max, 4 pairs), kucoin (level2 + match, --speed max), deep
 (the same with 5,000 levels a side), scale-kucoin (1,000 pairs at real rates, 10 collectors).
