@@ -123,7 +123,9 @@ def loads_exact(text: str) -> object:
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        # Generous: on a loaded machine (CI runs four shards on two cores, a JVM among them)
+        # a --speed max simulator may pause for seconds while it builds its next cycle.
         self.ws = websocket.create_connection(
             url, timeout=timeout, skip_utf8_validation=True, enable_multithread=False
         )

@@ -351,3 +351,37 @@ def test_a_long_repair_does_not_move_the_next_gaps_start_back():
     bf.disconnected()
     (gap,) = bf.gaps
     assert gap.since_us == T0 + 301_000 and gap.since_keys == {301}
+
+
+def test_the_data_directorys_last_rows_per_lane(tmp_path):
+    """Where a restarted job's repair starts: the rows at each lane's newest time, from the
+    finished files (and journals), in the form adapters emit, so trade keys read them."""
+    from recorder.capture.backfill import candle_stream
+    from recorder.capture.backfill_seed import last_rows
+    from recorder.exchanges.base import CandleHistory
+    from tests.datasets import write
+
+    root = tmp_path / "data"
+    t0 = 1_796_000_000_000_000
+    rows = [make_row("trades", exchange="kraken", symbol=s, ts_exchange=t0 + i * 1000,
+                     ts_recv=t0 + i * 1000 + 5, price="100.5", qty="0.25", side="buy",
+                     trade_id=str(i), source="ws")
+            for i, s in enumerate(["BTC/USD", "ETH/USD", "BTC/USD", "BTC/USD"])]
+    rows.append(make_row("trades", exchange="kraken", symbol="BTC/USD", ts_exchange=t0 + 3000,
+                         ts_recv=t0 + 3005, price="101", qty="1", side="sell", trade_id="4",
+                         source="ws"))
+    ohlc = [make_row("ohlc", exchange="kraken", symbol="BTC/USD", interval=1,
+                     interval_begin=t0 + m * 60_000_000, ts_exchange=t0 + m * 60_000_000 + 1,
+                     ts_recv=t0 + m * 60_000_000 + 2, open="1", high="2", low="1",
+                     close="2", vwap="1.5", volume="3", trades=4, source="ws")
+            for m in range(3)]
+    write(root, {"trades": rows, "ohlc": ohlc})
+    stream = trade_stream(FakeHistory([]).spec)
+    got = last_rows(root, "kraken", stream, ("BTC/USD", "ETH/USD", "SOL/USD"))
+    assert sorted(got) == ["BTC/USD", "ETH/USD"]
+    assert sorted(v2_key(r) for r in got["BTC/USD"]) == [3, 4]  # both at the newest time
+    (eth,) = got["ETH/USD"]
+    assert eth[2] == t0 + 1000 and eth[4] == "100.5000000000" and eth[-1] == "ws"
+    candles = candle_stream(CandleHistory("GET /fake", lambda *a: iter(())))
+    (row,) = last_rows(root, "kraken", candles, (("BTC/USD", 1),))[("BTC/USD", 1)]
+    assert row[3] == t0 + 120_000_000

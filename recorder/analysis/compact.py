@@ -312,20 +312,22 @@ class CatalogSwap:
         rels = (self.target.rel_of(u) for u in self.tables.referenced(tbl))
         return {r for r in rels if r}
 
-    def swap(self, p: Partition, inputs: list[str], output: str, attempts: int = 10) -> None:
-        """Remove ``inputs`` (those the table has) and add ``output`` in one snapshot; done
-        already (a crash after the commit) is fine."""
+    def swap(self, p: Partition, inputs: list[str], output: str | list[str],
+             attempts: int = 10) -> None:
+        """Remove ``inputs`` (those the table has) and add ``output`` (one file, or one per
+        writer) in one snapshot; done already (a crash after the commit) is fine."""
         from pyiceberg.exceptions import CommitFailedException
         from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
         from sinks.catalog import partition_filter
 
-        out_uri = self.target.file_uri(output)
+        outputs = [output] if isinstance(output, str) else output
+        out_uris = [self.target.file_uri(o) for o in outputs]
         for attempt in range(attempts):
             tbl = self.tables.table(p.table)
             refs = self.tables.referenced(tbl, partition_filter(p.exchange, p.date))
             old = [refs[u] for u in (self.target.file_uri(r) for r in inputs) if u in refs]
-            if out_uri in refs and not old:
+            if all(u in refs for u in out_uris) and not old:
                 return
             try:
                 with tbl.transaction() as tx:
@@ -333,9 +335,10 @@ class CatalogSwap:
                     with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
                         for df in old:
                             ow.delete_data_file(df)
-                        if out_uri not in refs:
-                            ow.append_data_file(parquet_file_to_data_file(
-                                tbl.io, tx.table_metadata, out_uri))
+                        for u in out_uris:
+                            if u not in refs:
+                                ow.append_data_file(parquet_file_to_data_file(
+                                    tbl.io, tx.table_metadata, u))
                 return
             except CommitFailedException:
                 time.sleep(min(5.0, 0.1 * 2 ** attempt))
@@ -406,39 +409,51 @@ def compact(data: Path | str, *, tables: list[str] | None = None, exchange: str 
                     results[(p.rel, p.writer)] = Result(p, finished_leftovers=left)
         committed = swap.committed if swap is not None else None
         todo = plan(where, min_files=min_files, committed=committed, **scope)
-        for i, p in enumerate(todo):
+        # A partition's writers are written apart but swapped in together: one commit.
+        groups: dict[str, list[Partition]] = {}
+        for p in todo:
+            groups.setdefault(p.rel, []).append(p)
+        for i, (rel, parts) in enumerate(groups.items()):
             if progress:
-                progress(i, len(todo), p.rel)
-            r = results.setdefault((p.rel, p.writer), Result(p))
-            r.partition, r.bytes_in = p, p.bytes
+                progress(i, len(groups), rel)
+            done = []
+            for p in parts:
+                r = results.setdefault((p.rel, p.writer), Result(p))
+                r.partition, r.bytes_in = p, p.bytes
+                done.append(r)
             if not dry_run:
-                _compact_one(where, p, swap, r)
+                _compact_partition(where, parts, swap, done)
         if progress:
-            progress(len(todo), len(todo), "done")
+            progress(len(groups), len(groups), "done")
     return list(results.values())
 
 
-def _compact_one(where: Local | Store, p: Partition, swap: CatalogSwap | None,
-                 r: Result) -> None:
-    t0 = time.monotonic()
-    cid = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    folder = where.temp_dir(p.rel)
-    fd, name = tempfile.mkstemp(prefix=".compact-", suffix=".parquet.tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        final_name, rows = rewrite(where, p, tmp, cid)
-        r.bytes_out = tmp.stat().st_size
-        r.output = where.publish(tmp, p.rel, final_name)
-    finally:
-        tmp.unlink(missing_ok=True)
-    r.rows = rows
+def _compact_partition(where: Local | Store, parts: list[Partition],
+                       swap: CatalogSwap | None, results: list[Result]) -> None:
+    """Rewrite each writer's files of one partition, swap them all in at once (one commit
+    with a catalog), then delete the inputs."""
+    for p, r in zip(parts, results, strict=True):
+        t0 = time.monotonic()
+        cid = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        fd, name = tempfile.mkstemp(prefix=".compact-", suffix=".parquet.tmp",
+                                    dir=where.temp_dir(p.rel))
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            final_name, r.rows = rewrite(where, p, tmp, cid)
+            r.bytes_out = tmp.stat().st_size
+            r.output = where.publish(tmp, p.rel, final_name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        r.seconds = time.monotonic() - t0
+    inputs = [f for p in parts for f in p.files]
     if swap is not None:
-        swap.swap(p, p.files, r.output)
-    where.delete(p.files)
-    r.seconds = time.monotonic() - t0
-    log.info("compacted %s: %d files, %d rows, %.1f MB -> %.1f MB in %.1f s", p.rel,
-             len(p.files), rows, r.bytes_in / MiB, r.bytes_out / MiB, r.seconds)
+        swap.swap(parts[0], inputs, [r.output for r in results if r.output])
+    where.delete(inputs)
+    for p, r in zip(parts, results, strict=True):
+        log.info("compacted %s (%s): %d files, %d rows, %.1f MB -> %.1f MB in %.1f s",
+                 p.rel, p.writer or "one writer", len(p.files), r.rows, r.bytes_in / MiB,
+                 r.bytes_out / MiB, r.seconds)
 
 
 def sync_catalog(data: Path | str, target: Any,

@@ -23,33 +23,27 @@ _DATES = 2  # partitions read, newest first: a job stopped across midnight still
 
 
 def last_rows(root: Path, exchange: str, stream: Any, lanes: tuple) -> dict[Any, list[tuple]]:
-    """lane -> the rows of ``stream.table`` recorded at that lane's newest time."""
+    """lane -> the rows of ``stream.table`` recorded at that lane's newest time.
+
+    Read with pyarrow, which the collector has loaded anyway (DuckDB would add about 50 MB
+    to every collector process)."""
     if not lanes:
         return {}
-    import duckdb
+    import pyarrow as pa
 
     table = stream.table
     names = tuple(c.name for c in TABLES[table])
     time_name = names[stream.time_col]
-    symbols = tuple(sorted({_symbol(lane) for lane in lanes}))
-    found: list[dict[str, Any]] = []
-    con = duckdb.connect()
+    symbols = sorted({_symbol(lane) for lane in lanes})
+    rows: list[tuple] = []
     try:
-        files = _newest_files(root / table / f"exchange={exchange}")
-        if files:
-            listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            found += _newest(con, f"read_parquet([{listed}], union_by_name = true)",
-                             exchange, symbols, time_name, table)
+        for f in _newest_files(root / table / f"exchange={exchange}"):
+            rows += _newest(_read(f, names), exchange, symbols, names, time_name)
         for pending in _pending(root, table):
-            con.register("_pending", pending)
-            found += _newest(con, "_pending", exchange, symbols, time_name, table)
-            con.unregister("_pending")
-    except duckdb.Error as e:  # an unreadable file must not keep the job from starting
+            rows += _newest(pending, exchange, symbols, names, time_name)
+    except (OSError, pa.ArrowException) as e:  # must not keep the job from starting
         log.warning("cannot read the last recorded %s under %s: %s", table, root, e)
         return {}
-    finally:
-        con.close()
-    rows = [_adapter_row(names, r) for r in found]
     wanted = set(lanes)
     newest: dict[Any, int] = {}
     for row in rows:
@@ -67,6 +61,38 @@ def last_rows(root: Path, exchange: str, stream: Any, lanes: tuple) -> dict[Any,
     return out
 
 
+def _read(path: Path, names: tuple[str, ...]) -> Any:
+    import pyarrow.parquet as pq
+
+    have = set(pq.read_schema(path).names)
+    return pq.read_table(path, columns=[n for n in names if n in have])
+
+
+def _newest(t: Any, exchange: str, symbols: list[str], names: tuple[str, ...],
+            time_name: str) -> list[tuple]:
+    """The rows of Arrow table ``t`` at each lane's newest time, in adapter form."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if time_name not in t.column_names or "symbol" not in t.column_names:
+        return []
+    if "exchange" in t.column_names:
+        t = t.filter(pc.equal(t["exchange"], exchange))
+    t = t.filter(pc.and_(pc.is_in(t["symbol"], value_set=pa.array(symbols)),
+                         pc.is_valid(t[time_name])))
+    if t.num_rows == 0:
+        return []
+    keys = ["symbol", "interval"] if "interval" in names else ["symbol"]
+    t = t.append_column("_us", t[time_name].cast(pa.timestamp("us", tz="UTC"))
+                        .cast(pa.int64()))
+    top = t.group_by(keys).aggregate([("_us", "max")]).rename_columns([*keys, "_top"])
+    t = t.join(top, keys=keys)
+    t = t.filter(pc.equal(t["_us"], t["_top"]))
+    columns = {n: t[n].to_pylist() if n in t.column_names else [None] * t.num_rows
+               for n in names}
+    return [_adapter_row(names, {n: columns[n][i] for n in names}) for i in range(t.num_rows)]
+
+
 def _symbol(lane: Any) -> str:
     return lane[0] if isinstance(lane, tuple) else lane
 
@@ -79,21 +105,6 @@ def _newest_files(folder: Path) -> list[Path]:
     for d in dates[:_DATES]:
         files += sorted(d.glob("*.parquet"))
     return files
-
-
-def _newest(con: Any, source: str, exchange: str, symbols: tuple[str, ...], time_name: str,
-            table: str) -> list[dict]:
-    marks = ", ".join("?" for _ in symbols)
-    # Per symbol (and interval, for candles): the rows at the newest time.
-    lane = "symbol, interval" if table == "ohlc" else "symbol"
-    cur = con.execute(
-        f"WITH t AS (SELECT *, epoch_us({time_name}) AS _ts FROM {source} "
-        f"WHERE exchange = ? AND symbol IN ({marks}) AND {time_name} IS NOT NULL) "
-        f"SELECT * EXCLUDE (_rank) FROM (SELECT *, rank() OVER (PARTITION BY {lane} "
-        "ORDER BY _ts DESC) AS _rank FROM t) WHERE _rank = 1",
-        [exchange, *symbols])
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _adapter_row(names: tuple[str, ...], r: dict[str, Any]) -> tuple:
