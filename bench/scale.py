@@ -8,10 +8,13 @@
 - KuCoin: 1,000 USDT pairs (SYN1-USDT ... SYN1000-USDT; ten of them ten times busier) with
   trade, level2 at full depth (synced from the signed full snapshot) and ticker, about 10
   messages a second per pair (10,000 msg/s); 3,000 topics at KuCoin's 300 per connection:
-  ten connections, each a collector process (roles public, public-2, ... public-10).
-- Connections: the memory one more connection costs today. The same six KuCoin pairs recorded
-  once as one config (one collector) and once as six configs of one pair (six collectors);
-  the difference of the trees' steady memory over five.
+  ten connections (roles public, public-2, ... public-10), one collector process (up to
+  ``[connection] connections_per_process``, 10, public connections share a process).
+- Connections: the memory one more connection costs. The same six KuCoin pairs recorded as
+  one config on one connection, then on six connections (``topics_per_connection = 3``) in
+  one collector process (the default), then on six connections in six processes
+  (``connections_per_process = 1``, as before issue 18's grouping); the difference of the
+  trees' steady memory over five.
 
 The recorder tree is pinned to core 0, the simulator to core 1. Each run lasts until every
 book has had time to sync plus ``--seconds``; from the recording: when every book was synced
@@ -40,6 +43,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from measure import OUT, SIMULATOR_CORE, frame_times, pin, run_recorder  # noqa: E402
 
 from recorder.analysis.query import connect  # noqa: E402
+from recorder.capture import jobs  # noqa: E402
+from recorder.core.config import load_config  # noqa: E402
 from recorder.simulator.kucoin.auth import (  # noqa: E402
     DEMO_API_KEY,
     DEMO_API_PASSPHRASE,
@@ -90,10 +95,12 @@ def kraken_config(path: Path, urls: dict, pairs: list[str], name_sfx: str = "") 
 
 
 def kucoin_config(path: Path, rest: str, pairs: list[str],
-                  channels: tuple[str, ...] = ("trade", "book", "ticker")) -> Path:
+                  channels: tuple[str, ...] = ("trade", "book", "ticker"),
+                  connection: str = "") -> Path:
     symbols = json.dumps(pairs)
     path.write_text(
         f'[exchange]\nname = "kucoin"\nrest_url = "{rest}"\n\n' + CREDENTIALS_TOML
+        + (f"[connection]\n{connection}\n" if connection else "")
         + "".join(f'[[subscribe]]\nchannel = "{ch}"\nsymbols = {symbols}\n\n'
                   for ch in channels))
     return path
@@ -183,14 +190,17 @@ def run_kraken(seconds: float, step: Callable[[str], None], n: int = KRAKEN_PAIR
 
 
 def run_kucoin(seconds: float, step: Callable[[str], None], n: int = KUCOIN_PAIRS,
-               steps: float = KUCOIN_STEPS, sync_allowance: float = 25.0) -> dict:
+               steps: float = KUCOIN_STEPS, sync_allowance: float = 25.0,
+               per_process: int | None = None) -> dict:
     names, sim_pairs = kucoin_pairs(n)
     step(f"scale: {n} KuCoin pairs, {steps:g} market steps/s, "
          f"{max(sync_allowance + SETTLE + seconds + 1, CHECKPOINT_SECONDS + 6):.0f} s")
     with SimulatorProcess(["--pairs", sim_pairs, "--rate", str(steps), "--seed", "7"],
                           exchange="kucoin", start_timeout=120, capture_stderr=True) as sim:
         pin(sim.proc.pid if sim.proc else None, SIMULATOR_CORE)
-        cfg = kucoin_config(OUT / "scale-kucoin.toml", sim.urls["rest"], names)
+        cfg = kucoin_config(OUT / "scale-kucoin.toml", sim.urls["rest"], names, connection=(
+            f"connections_per_process = {per_process}" if per_process else ""))
+        connections = len(jobs.roles(load_config(cfg)))  # its symbols checked by the simulator
         data = OUT / "scale-kucoin"
         shutil.rmtree(data, ignore_errors=True)
         # Long enough to hold the first book checkpoint (60 s after a collector starts): at
@@ -198,23 +208,29 @@ def run_kucoin(seconds: float, step: Callable[[str], None], n: int = KUCOIN_PAIR
         duration = max(sync_allowance + SETTLE + seconds + 1, CHECKPOINT_SECONDS + 6)
         run = run_recorder([cfg], data, duration, pss_every=8, env={**os.environ, **CREDENTIALS})
     out = _analyse(data, "kucoin", run, n, ("book", "trades", "ticker"))
-    out.update(connections=max(1, out["processes"] - 1))
+    out.update(connections=connections,
+               collector_processes=max(1, out["processes"] - 1))
     return out
 
 
 def run_connections(step: Callable[[str], None], k: int = 6, seconds: float = 14.0) -> dict:
-    """Memory of one connection more: k pairs on one collector, then on k collectors."""
+    """Memory of one connection more: k pairs on one connection, then on k connections in
+    one process (the default), then in k processes."""
     names, sim_pairs = kucoin_pairs(k, busy=0)
-    step(f"scale: memory per connection, {k} KuCoin pairs on 1 then {k} connections")
+    step(f"scale: memory per connection, {k} KuCoin pairs on 1 then {k} connections (one "
+         f"process, then {k})")
     out: dict = {"pairs": k}
     with SimulatorProcess(["--pairs", sim_pairs, "--rate", str(10 * k), "--seed", "7"],
                           exchange="kucoin", capture_stderr=True) as sim:
         pin(sim.proc.pid if sim.proc else None, SIMULATOR_CORE)
         rest = sim.urls["rest"]
+        split = "topics_per_connection = 3\n"  # trade, level2, ticker of one pair
         for label, configs in (
-                ("one", [kucoin_config(OUT / "conn-all.toml", rest, names)]),
-                ("many", [kucoin_config(OUT / f"conn-{i}.toml", rest, [p])
-                          for i, p in enumerate(names, 1)])):
+                ("one", [kucoin_config(OUT / "conn-one.toml", rest, names)]),
+                ("many", [kucoin_config(OUT / "conn-many.toml", rest, names,
+                                        connection=split)]),
+                ("processes", [kucoin_config(OUT / "conn-procs.toml", rest, names,
+                                             connection=split + "connections_per_process = 1")])):
             data = OUT / f"scale-conn-{label}"
             shutil.rmtree(data, ignore_errors=True)
             run = run_recorder(configs, data, seconds, pss_every=4,
@@ -226,7 +242,8 @@ def run_connections(step: Callable[[str], None], k: int = 6, seconds: float = 14
             rss = [r for t, r in zip(sampler.times, sampler.rss, strict=True) if t0 <= t <= t1]
             pss = [p for p in sampler.pss if t0 <= p[0] <= t1]
             out[label] = {
-                "collectors": len(configs), "processes": max(sampler.nprocs),
+                "connections": sum(len(jobs.roles(load_config(c))) for c in configs),
+                "processes": max(sampler.nprocs),
                 "rss_mb": statistics.median(rss) / 2**20,
                 "pss_mb": statistics.median(p[1] for p in pss) / 2**20,
                 "uss_mb": statistics.median(p[2] for p in pss) / 2**20,
@@ -236,6 +253,8 @@ def run_connections(step: Callable[[str], None], k: int = 6, seconds: float = 14
     for what in ("rss", "pss", "uss"):
         out[f"{what}_per_extra_connection_mb"] = (
             out["many"][f"{what}_mb"] - out["one"][f"{what}_mb"]) / extra
+        out[f"{what}_per_extra_process_mb"] = (
+            out["processes"][f"{what}_mb"] - out["one"][f"{what}_mb"]) / extra
     return out
 
 
@@ -254,6 +273,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--pairs", type=int, help="pairs (default 600 Kraken, 1,000 KuCoin)")
     ap.add_argument("--steps", type=float, help="market steps per second")
+    ap.add_argument("--connections-per-process", type=int, help="KuCoin: [connection] "
+                    "connections_per_process (default: the config's default, 10; 1: a "
+                    "process per connection, as before issue 18's grouping)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -264,7 +286,8 @@ def main() -> int:
     if args.exchange == "kraken":
         out = {"kraken": run_kraken(args.seconds, step, **kw)}
     elif args.exchange == "kucoin":
-        out = {"kucoin": run_kucoin(args.seconds, step, **kw)}
+        out = {"kucoin": run_kucoin(args.seconds, step, per_process=args.connections_per_process,
+                                    **kw)}
     elif args.exchange == "connections":
         out = {"connections": run_connections(step)}
     else:

@@ -299,6 +299,11 @@ class Tables:
                 self.catalog.create_namespace(NAMESPACE)
             except NamespaceAlreadyExistsError:
                 pass
+            except Exception:
+                # Two hosts creating it at once: a SQL catalog's loser fails on the unique
+                # key (IntegrityError), not with NamespaceAlreadyExistsError.
+                if (NAMESPACE,) not in set(self.catalog.list_namespaces()):
+                    raise
             schema = assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(want))
             try:
                 tbl = self.catalog.create_table(
@@ -307,6 +312,12 @@ class Tables:
                     location=f"{self.target.warehouse}/{table}", properties=TABLE_PROPERTIES)
             except TableAlreadyExistsError:  # another process created it meanwhile
                 tbl = self.catalog.load_table(self.identifier(table))
+            except Exception as e:
+                try:  # the same race on a SQL catalog's unique key
+                    tbl = self.catalog.load_table(self.identifier(table))
+                except NoSuchTableError:
+                    raise e from None
+
         have = set(tbl.schema().column_names)
         extra = [iceberg_arrow_schema(s) for s in file_schemas]
         missing = [f for s in (want, *extra) for f in s if f.name not in have]

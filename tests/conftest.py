@@ -50,6 +50,8 @@ E2E_TESTS = {
     "test_e2e_rebuild_with_checkpoints_equals_without",
     "test_rebuilt_book_equals_independent_book_from_raw_frames",
     "test_rebuild_from_checkpoints_equals_fold_from_snapshot",
+    "test_several_connections_record_in_one_process_and_stop_cleanly",
+    "test_a_crash_restarts_every_role_of_the_process_with_a_gap_each",
 }
 SHARD_ENV = "RECORDER_TEST_SHARD"  # "k/n": run the k-th of n shards (see the Makefile)
 

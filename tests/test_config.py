@@ -158,6 +158,8 @@ TYPE_CASES = [
     ("connection", "max_connection_age", "30", "must be a non-empty string, got 30"),
     ("connection", "backfill", '"yes"', "must be true or false, got 'yes'"),
     ("connection", "redundancy", "3", "1 or 2 connections carry the trades, got 3"),
+    ("connection", "topics_per_connection", "'3'", "must be an integer, got '3'"),
+    ("connection", "connections_per_process", "2.5", "must be an integer, got 2.5"),
     ("connection", "backfill_max_span", '"a day"',
      "'a day' is not a duration; use a number with s, m, h or d"),
     ("credentials", "api_passphrase_env", "'P'", "kraken does not use it"),

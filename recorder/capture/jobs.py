@@ -2,7 +2,10 @@
 connections as the exchange's topic limit per connection requires.
 
 Roles: ``public`` (the first public connection), ``public-2``, ``public-3``... and
-``private``. A role names a collector process and its files (``<config>-<role>``).
+``private``. A role names a connection, its state files and its data files
+(``<config>-<role>``). The public roles of a config share collector processes, up to
+``[connection] connections_per_process`` (10) each, one thread per role; the private role is
+always a process of its own (its credentials, and a revoked key stops only it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from recorder.exchanges.base import Subscription, split_subscriptions
 def _public_groups(config: Any) -> list[list[Subscription]]:
     subs = [Subscription(s.channel, s.symbols, s.depth, s.interval)
             for s in config.public_subscriptions]
-    return split_subscriptions(subs, config.spec.max_topics_per_connection)
+    limit = config.spec.max_topics_per_connection
+    mine = getattr(config, "topics_per_connection", None)
+    if mine:
+        limit = min(limit, mine) if limit else mine
+    return split_subscriptions(subs, limit)
 
 
 def roles(config: Any) -> list[str]:
@@ -45,3 +52,17 @@ def subscriptions(config: Any, role: str) -> list[Subscription]:
 
 def jobs(configs: list[Any]) -> list[tuple[Any, str]]:
     return [(cfg, role) for cfg in configs for role in roles(cfg)]
+
+
+def processes(jobs: list[tuple[Any, str]]) -> list[tuple[Any, list[str]]]:
+    """The collector processes that record ``jobs``: consecutive public roles of one config
+    grouped up to its ``connections_per_process``; every other role alone."""
+    out: list[tuple[Any, list[str]]] = []
+    for cfg, role in jobs:
+        per = int(getattr(cfg, "connections_per_process", 1) or 1)
+        if (out and is_public(role) and out[-1][0] is cfg and is_public(out[-1][1][-1])
+                and len(out[-1][1]) < per):
+            out[-1][1].append(role)
+        else:
+            out.append((cfg, [role]))
+    return out

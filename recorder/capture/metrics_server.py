@@ -268,7 +268,9 @@ class Aggregator:
                     "queued_rows": gauges.get("queued_rows", 0) if proc else 0,
                     "upload_lag_s": gauges.get("upload_lag_s") if proc else None,
                     "spool_bytes": gauges.get("spool_bytes") if proc else None,
-                    "rss_bytes": rss_bytes(child.pid) if proc is not None else None,
+                    # A process recording several roles: its RSS once, on its first role.
+                    "rss_bytes": rss_bytes(child.pid) if proc is not None and getattr(
+                        child, "owns_process", True) else None,
                 })
             # Collectors not (or no longer) among the jobs: their totals still count.
             for key in sorted(set(self._base) - keys):

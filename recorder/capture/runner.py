@@ -34,6 +34,89 @@ class StartupError(Exception):
 def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
             url: str | None, early_stop: threading.Event | None = None) -> int:
     """Record one role of ``cfg`` until stopped; raise StartupError if it cannot start."""
+    collector, where = build(cfg, role, data, duration, url)
+    collector.install_signal_handlers()
+    if early_stop is not None and early_stop.is_set():
+        collector.stop()
+    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api, where)
+    collector.run()
+    if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
+        raise StartupError(f"{cfg.path}: {collector.failure}")
+    log.info("stopped: %d frames, %d book updates verified, %d resyncs",
+             collector.frames, collector.books.verified, collector.resyncs)
+    return 0
+
+
+def collect_many(cfg: Any, roles: list[str], data: Path | None, duration: float | None,
+                 url: str | None, early_stop: threading.Event | None = None) -> int:
+    """Record several public roles of ``cfg`` in this process: one Collector each, with its
+    own sink, heartbeat and metrics, each in a thread of its own (the receive loops block in
+    ``recv`` and release the GIL; at real rates CPU is far from the limit). SIGTERM stops
+    them all, each finishing its files. A collector that ends with an exception or gives up
+    (``failure``) stops the others: the process exits 1 (the supervisor restarts every
+    role) or 2 (a permanent failure of the config)."""
+    import signal
+
+    if len(roles) == 1:
+        return collect(cfg, roles[0], data, duration, url, early_stop)
+    collectors: list[tuple[str, Any]] = []
+    try:
+        for role in roles:
+            collector, where = build(cfg, role, data, duration, url)
+            collectors.append((role, collector))
+    except BaseException:
+        for _role, c in collectors:  # their sinks' threads would keep the process alive
+            c.sink.close(timeout=4.0)
+        raise
+    stopped = threading.Event()
+
+    def stop_all(*_: object) -> None:
+        stopped.set()
+        for _role, c in collectors:
+            c.stop()
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    if early_stop is not None and early_stop.is_set():
+        stop_all()
+    crashed: list[tuple[str, BaseException]] = []
+
+    def run_one(role: str, collector: Any) -> None:
+        try:
+            collector.run()
+        except BaseException as e:  # noqa: BLE001 - reported below, the process exits 1
+            log.exception("%s %s: the collector crashed", cfg.path, role)
+            crashed.append((role, e))
+        if crashed or collector.failure:
+            stop_all()
+
+    threads = [threading.Thread(target=run_one, args=(role, c), name=f"{cfg.name}-{role}")
+               for role, c in collectors]
+    log.info("recording %s %s in one process (%s %s) into %s", cfg.path, ", ".join(roles),
+             cfg.exchange, cfg.api, where)
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(0.2)  # short joins: the main thread keeps taking signals
+    for role, c in collectors:
+        log.info("%s stopped: %d frames, %d book updates verified, %d resyncs", role,
+                 c.frames, c.books.verified, c.resyncs)
+    if crashed:
+        role, e = crashed[0]
+        log.error("%s: %s crashed (%s: %s); every role of this process stopped", cfg.path,
+                  role, type(e).__name__, e)
+        return 1
+    failures = [f"{role}: {c.failure}" for role, c in collectors if c.failure]
+    if failures:
+        raise StartupError(f"{cfg.path}: {'; '.join(failures)}")
+    return 0
+
+
+def build(cfg: Any, role: str, data: Path | None, duration: float | None,
+          url: str | None) -> tuple[Any, str]:
+    """The sink, the exchange's feed and the collector of one role, wired together; and
+    where it records (for the log)."""
     from recorder.capture.collector import Collector
     from sinks.layout import host_name
     from sinks.parquet_sink import ParquetSink, SinkError, SinkUnavailable, is_transient
@@ -105,17 +188,7 @@ def collect(cfg: Any, role: str, data: Path | None, duration: float | None,
             bf.restore(last_rows(root, cfg.exchange, bf.stream, bf.lanes))
     if counted is not None:
         metrics.attach(counted, collector)
-    collector.install_signal_handlers()
-    if early_stop is not None and early_stop.is_set():
-        collector.stop()
-    log.info("recording %s %s (%s %s) into %s", cfg.path, role, cfg.exchange, cfg.api,
-             f"{store} (spool {root})" if store else root)
-    collector.run()
-    if collector.failure:  # e.g. the key revoked mid-run: exit 2, the supervisor reports it
-        raise StartupError(f"{cfg.path}: {collector.failure}")
-    log.info("stopped: %d frames, %d book updates verified, %d resyncs",
-             collector.frames, collector.books.verified, collector.resyncs)
-    return 0
+    return collector, (f"{store} (spool {root})" if store else str(root))
 
 
 def data_location(cfg: Any, data: Path | None) -> tuple[Path, Any]:

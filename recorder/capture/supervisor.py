@@ -1,7 +1,12 @@
-"""`recorder run` with several connections: one collector process each, kept running.
+"""`recorder run` with several connections: collector processes, kept running.
 
-The supervisor starts ``python -m recorder collect CONFIG --role ROLE`` per job and then
-only watches:
+The supervisor starts ``python -m recorder collect CONFIG --role ROLE[,ROLE...]`` per
+collector process and then only watches. The public roles of a config share a process (up
+to ``[connection] connections_per_process``, one thread each; ``jobs.processes``); the
+private role is a process of its own. Everything below happens per process, and what is
+recorded about it (state files, events, metrics) per role: a crash of a process with three
+roles is one ``collector_restarted`` row for each of the three, each listing its own
+subscriptions.
 
 - a collector that exits abnormally (a non-zero code, or a signal the supervisor did not
   send) is restarted after a capped exponential backoff with jitter; the delay resets once
@@ -88,13 +93,16 @@ def describe_exit(code: int | None) -> str:
 
 @dataclass
 class Child:
-    """One job: a config and role, and the process currently recording it."""
+    """One collector process: a config and its roles (one, or several public roles sharing
+    the process), and the process currently recording them. ``role`` and ``key`` are the
+    first role's."""
 
     config: Config
     role: str
     root: Path
     key: str
     backoff: Backoff
+    roles: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     state: str = "starting"  # starting running backoff stopping stopped finished failed
     restarts: int = 0
@@ -113,13 +121,38 @@ class Child:
     tempfails: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.roles:
+            self.roles = [self.role]
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     @property
     def name(self) -> str:
-        return f"{self.config.name}/{self.role}"
+        return f"{self.config.name}/{'+'.join(self.roles)}"
+
+    def views(self) -> list[Any]:
+        """One view per role, for what is kept per role (the metrics endpoint)."""
+        if len(self.roles) == 1:
+            return [self]
+        return [RoleView(self, r, job_key(self.config, r), i == 0)
+                for i, r in enumerate(self.roles)]
+
+
+class RoleView:
+    """One role of a process that records several: its own ``role`` and ``key``, the rest
+    (pid, state, restarts...) the process's."""
+
+    def __init__(self, child: Child, role: str, key: str, owns_process: bool) -> None:
+        self.child = child
+        self.role = role
+        self.key = key
+        self.owns_process = owns_process  # the process's RSS is reported once, here
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.child, name)
 
 
 class Supervisor:
@@ -141,10 +174,12 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.command = command or self._collect_command
         self.record_events = record_events
+        from recorder.capture.jobs import processes
+
         self.children = [
-            Child(cfg, role, Path(data or cfg.output_path), job_key(cfg, role),
-                  Backoff(backoff_initial, backoff_max))
-            for cfg, role in jobs
+            Child(cfg, roles[0], Path(data or cfg.output_path), job_key(cfg, roles[0]),
+                  Backoff(backoff_initial, backoff_max), roles=roles)
+            for cfg, roles in processes(list(jobs))
         ]
         self.deadline: float | None = None
         self.stop_signal: int | None = None
@@ -192,7 +227,8 @@ class Supervisor:
         from recorder.capture.metrics_server import JobMetrics
 
         port, host, token = self.metrics_options
-        self.metrics = JobMetrics(lambda: self.children, port=port, host=host, token=token)
+        self.metrics = JobMetrics(lambda: [v for c in self.children for v in c.views()],
+                                  port=port, host=host, token=token)
         try:
             self.metrics.start()
         except OSError as e:
@@ -270,7 +306,7 @@ class Supervisor:
         remaining = None
         if self.deadline is not None:
             remaining = max(0.1, self.deadline - time.monotonic())
-        cmd = self.command(child.config, child.role, remaining)
+        cmd = self.command(child.config, ",".join(child.roles), remaining)
         try:
             child.proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, env=(
                 self.metrics.env() if self.metrics is not None else None))
@@ -299,22 +335,26 @@ class Supervisor:
         outage = child.outage
         assert outage is not None
         child.outage = None
-        detail = {
-            "collector": child.key, "config": str(child.config.path), "role": child.role,
-            "previous_pid": outage["pid"], "exit": outage["exit"],
-            "exit_code": outage["exit_code"],
-            # Confirmed at its own exit, the new collector is previous_pid already.
-            "pid": child.pid if child.proc is not None else child.previous_pid,
-            "restarts": child.restarts,
-            "down_s": round(max(0.0, until - outage["at"]), 3),
-            **_subscriptions(child.config, child.role), **extra,
-        }
-        if child.tempfails:
-            detail["failed_starts"] = child.tempfails
-            detail["failed_start_reason"] = ("data directory not writable for now (exit code "
-                                             f"{TEMPFAIL_EXIT}: disk full or I/O error)")
+        for role in child.roles:  # one row per role: each lists its own subscriptions
+            detail = {
+                "collector": job_key(child.config, role), "config": str(child.config.path),
+                "role": role, "previous_pid": outage["pid"], "exit": outage["exit"],
+                "exit_code": outage["exit_code"],
+                # Confirmed at its own exit, the new collector is previous_pid already.
+                "pid": child.pid if child.proc is not None else child.previous_pid,
+                "restarts": child.restarts,
+                "down_s": round(max(0.0, until - outage["at"]), 3),
+                **_subscriptions(child.config, role), **extra,
+            }
+            if len(child.roles) > 1:
+                detail["process_roles"] = list(child.roles)
+            if child.tempfails:
+                detail["failed_starts"] = child.tempfails
+                detail["failed_start_reason"] = ("data directory not writable for now (exit "
+                                                 f"code {TEMPFAIL_EXIT}: disk full or I/O "
+                                                 "error)")
+            self._record_event(child, "collector_restarted", detail, ts=outage["at"])
         child.tempfails = 0
-        self._record_event(child, "collector_restarted", detail, ts=outage["at"])
 
     def _exited(self, child: Child, code: int, now: float) -> None:
         uptime = now - child.started
@@ -399,10 +439,12 @@ class Supervisor:
         child.restart_at = None
         child.outage = None  # not restarted: its collector_failed row records the end
         self._set_state(child, "failed", reason=reason)
-        self._record_event(child, "collector_failed", {
-            "collector": child.key, "config": str(child.config.path), "role": child.role,
-            "pid": child.previous_pid, "exit": child.last_exit, "reason": reason,
-        }, ts=child.last_exit_at)
+        for role in child.roles:
+            self._record_event(child, "collector_failed", {
+                "collector": job_key(child.config, role), "config": str(child.config.path),
+                "role": role, "pid": child.previous_pid, "exit": child.last_exit,
+                "reason": reason,
+            }, ts=child.last_exit_at)
         self.exit_code = PERMANENT_EXIT
         others = [c for c in self.children
                   if c is not child and (c.proc is not None or c.restart_at is not None)]
@@ -449,23 +491,28 @@ class Supervisor:
     def _set_state(self, child: Child, state: str, **extra: Any) -> None:
         child.state = state
         child.extra = extra
-        payload = {
-            "collector": child.key, "config": str(child.config.path),
-            "config_name": child.config.name, "role": child.role, "state": state,
-            "pid": child.pid, "supervisor_pid": os.getpid(), "restarts": child.restarts,
-            "started_at": child.started_at or None, "last_exit": child.last_exit,
-            "last_exit_code": child.last_exit_code, "last_exit_at": child.last_exit_at,
-            "updated_at": time.time(), **extra,
-        }
-        try:
-            write_state(child.root, child.key, payload)
-        except OSError as e:
-            log.debug("cannot write the state file of %s: %s", child.name, e)
+        for role in child.roles:  # one state file per role, as `recorder status` reads them
+            key = job_key(child.config, role)
+            payload = {
+                "collector": key, "config": str(child.config.path),
+                "config_name": child.config.name, "role": role, "state": state,
+                "pid": child.pid, "supervisor_pid": os.getpid(), "restarts": child.restarts,
+                "started_at": child.started_at or None, "last_exit": child.last_exit,
+                "last_exit_code": child.last_exit_code, "last_exit_at": child.last_exit_at,
+                "updated_at": time.time(), **extra,
+            }
+            if len(child.roles) > 1:
+                payload["process_roles"] = list(child.roles)
+            try:
+                write_state(child.root, key, payload)
+            except OSError as e:
+                log.debug("cannot write the state file of %s: %s", key, e)
 
     def _record_event(self, child: Child, kind: str, detail: dict,
                       ts: float | None = None) -> None:
         if self.metrics is not None:
-            self.metrics.aggregator.supervisor_event(child.key, kind, detail, ts)
+            self.metrics.aggregator.supervisor_event(detail.get("collector", child.key), kind,
+                                                     detail, ts)
         if not self.record_events:
             return
         self._event_threads = [t for t in self._event_threads if t.is_alive()]
@@ -565,7 +612,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def run_many(jobs: list[tuple[Config, str]], data: Path | None, duration: float | None,
              url: str | None, log_level: str, **options: Any) -> int:
-    """Run one collector process per job until stopped; return the exit code for `run`."""
+    """Run the jobs' collector processes until stopped; return the exit code for `run`."""
     return Supervisor(jobs, data, duration, url, log_level, **options).run()
 
 

@@ -144,7 +144,8 @@ def collect(
     url: str | None = typer.Option(None, "--url"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
-    """One collector process (what `run` starts per connection)."""
+    """One collector process (what `run` starts): one role, or several public roles of
+    the config, comma-separated, each in a thread of its own."""
     from recorder.core.lean_imports import keep_out
 
     keep_out()
@@ -155,15 +156,23 @@ def collect(
     signal.signal(signal.SIGINT, lambda *_: _early_stop.set())
     _setup_logging(log_level)
     from recorder.capture import jobs
-    from recorder.capture.runner import StartupError
-    from recorder.capture.runner import collect as run_collector
+    from recorder.capture.runner import StartupError, collect_many
 
     cfg = _load_all([config])[0]
     roles = jobs.roles(cfg)
-    if role not in roles:
-        fail(f"--role {role!r}; {cfg.path} has: {', '.join(roles)}")
+    wanted = [r.strip() for r in role.split(",") if r.strip()]
+    for r in wanted or [role]:
+        if r not in roles:
+            fail(f"--role {r!r}; {cfg.path} has: {', '.join(roles)}")
+    if len(wanted) != len(set(wanted)) or (len(wanted) > 1 and not all(
+            jobs.is_public(r) for r in wanted)):
+        fail(f"--role {role!r}: only distinct public roles share a process")
+    if len(wanted) > 1:  # say which connection a line is about
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"))
     try:
-        code = run_collector(cfg, role, data, duration, url, _early_stop)
+        code = collect_many(cfg, wanted, data, duration, url, _early_stop)
     except StartupError as e:
         fail(str(e), e.code)
     raise typer.Exit(code)

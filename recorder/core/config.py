@@ -25,7 +25,8 @@ _SECTIONS = {
                     "secrets_file"},
     "connection": {"stale_after", "backoff_initial", "backoff_max", "ping_interval",
                    "resync_timeout", "resync_attempts", "max_connection_age", "backfill",
-                   "backfill_max_span", "redundancy"},
+                   "backfill_max_span", "redundancy", "topics_per_connection",
+                   "connections_per_process"},
     "subscribe": {"channel", "symbols", "depth", "interval"},
 }
 _DURATION_PART = re.compile(r"(\d+)\s*(s|m|h|d)")
@@ -84,6 +85,12 @@ class Config:
     backfill_max_span: float = 86_400.0
     # Connections carrying the trades: 2 keeps a second one (recorder/capture/redundancy.py).
     redundancy: int = 1
+    # Topics (a channel of a symbol) per public connection: None = the exchange's limit; a
+    # lower value spreads a config over more connections (recorder/capture/jobs.py).
+    topics_per_connection: int | None = None
+    # Public connections of this config sharing one collector process (each in a thread
+    # of its own); 1 = a process per connection (docs/performance.md says why 10).
+    connections_per_process: int = 10
     api_passphrase_env: str | None = None
     key_version: int | None = None
     # [output] path = "s3://bucket/prefix": output_path is then the local spool of that
@@ -248,6 +255,9 @@ def _validate(path: Path, data: dict[str, Any], check_env: bool) -> Config:
         backfill_max_span=float(v.duration(conn, "connection.backfill_max_span", "24h",
                                            example='"24h" or "30m"')),
         redundancy=_redundancy(v, conn),
+        topics_per_connection=_topics_per_connection(v, conn, spec),
+        connections_per_process=int(v.number(conn, "connection.connections_per_process", 10,
+                                             integer=True, minimum=1)),
         api_passphrase_env=passphrase_env,
         key_version=key_version,
         output_url=store.url if store else None,
@@ -261,6 +271,17 @@ def _redundancy(v: _Checker, conn: dict) -> int:
     n = int(v.number(conn, "connection.redundancy", 1, integer=True, minimum=1))
     if n > 2:
         v.fail("connection.redundancy", f"1 or 2 connections carry the trades, got {n}")
+    return n
+
+
+def _topics_per_connection(v: _Checker, conn: dict, spec: Any) -> int | None:
+    if conn.get("topics_per_connection") is None:
+        return None
+    n = int(v.number(conn, "connection.topics_per_connection", 0, integer=True, minimum=1))
+    limit = spec.max_topics_per_connection
+    if limit and n > limit:
+        v.fail("connection.topics_per_connection", f"{spec.display_name} allows at most "
+               f"{limit} topics per connection, got {n}")
     return n
 
 
