@@ -342,6 +342,7 @@ def measure_duckdb(n: int) -> dict:
             "ord_type": pa.array(["limit"] * per_day),
             "misc": pa.nulls(per_day, pa.string()),
             "sequence": pa.nulls(per_day, pa.int64()),
+            "source": pa.array(["ws"] * per_day),
         }, schema=schema)
         date = time.strftime("%Y-%m-%d", time.gmtime((start_us / 1e6) + day * 86400))
         folder = root / "trades" / "exchange=kraken" / f"date={date}"
