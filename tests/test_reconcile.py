@@ -15,6 +15,7 @@ import pytest
 
 from recorder.core.events import detail, event, new_rows
 from recorder.core.schema import make_row
+from recorder.core.times import iso_us
 from recorder.exchanges.kraken.private import PrivateState
 from recorder.exchanges.kraken.reconcile import CallCounter, TradesHistory
 from recorder.exchanges.kraken.rest import TransientError
@@ -28,7 +29,6 @@ from recorder.exchanges.reconcile import (
     FillLedger,
     History,
     Reconciler,
-    iso_us,
     parse_iso_us,
     recorded_history,
 )

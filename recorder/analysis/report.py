@@ -29,12 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recorder.analysis.sql import symbol_filter, time_filter, to_arrow
+from recorder.analysis.sql import REPAIRED_SQL, symbol_filter, time_filter, to_arrow
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS
 from recorder.core.times import DatasetError, parse_time, to_datetime
-
-_REPAIRED = ("kind = 'trades_backfilled' AND "
-             "json_extract(detail, '$.complete')::BOOLEAN IS TRUE")
 
 if TYPE_CHECKING:
     from recorder.analysis.dataset import Dataset
@@ -88,8 +85,8 @@ def hourly(ds: Dataset, symbols: Any = None, start: Any = None, end: Any = None)
                 WHERE kind IN ({bad_kinds}) GROUP BY ALL),
         rep AS (SELECT symbol, epoch_us(coalesce(TRY_CAST(json_extract_string(detail,
                        '$.since') AS TIMESTAMPTZ), ts_recv)) // {HOUR_US} AS hour,
-                       count(*) FILTER (WHERE {_REPAIRED}) AS repaired,
-                       count(*) FILTER (WHERE NOT ({_REPAIRED})) AS unrepaired
+                       count(*) FILTER (WHERE {REPAIRED_SQL}) AS repaired,
+                       count(*) FILTER (WHERE NOT ({REPAIRED_SQL})) AS unrepaired
                 FROM events {_where(ev_where + [f"kind IN ({repair_kinds})"])}
                 GROUP BY ALL)
         SELECT h.symbol, make_timestamp(h.hour * {HOUR_US})::TIMESTAMPTZ AS hour,

@@ -27,13 +27,13 @@ from typing import Any
 
 import typer
 
+from recorder.analysis.sql import REPAIRED_SQL
 from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES
 from sinks.layout import PARQUET_NAME, host_name
 
 # A trade repair (recorder/capture/backfill.py) that did not cover its whole span counts
 # apart from the complete ones: its kind is read as "trades_backfilled_incomplete".
-REPAIR_KIND_SQL = ("CASE WHEN kind = 'trades_backfilled' AND "
-                   "json_extract(detail, '$.complete')::BOOLEAN IS NOT TRUE "
+REPAIR_KIND_SQL = (f"CASE WHEN kind = 'trades_backfilled' AND NOT ({REPAIRED_SQL}) "
                    "THEN 'trades_backfilled_incomplete' ELSE kind END")
 UNREPAIRED_KINDS = ("trades_backfilled_incomplete", "backfill_abandoned")
 

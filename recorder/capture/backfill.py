@@ -45,8 +45,9 @@ from operator import itemgetter
 from typing import Any
 
 from recorder.core.backoff import Backoff
-from recorder.core.events import detail, event
+from recorder.core.events import detail, event, short_error
 from recorder.core.schema import column_index
+from recorder.core.times import iso_us
 from recorder.exchanges.base import CandleHistory, RateLimited, TradeHistory
 
 log = logging.getLogger("recorder.backfill")
@@ -147,11 +148,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MINUTES: dict[str, int] = {}
 
 
-def iso_us(us: int) -> str:
-    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"
-
-
 # Live rows kept per lane to know, when a gap opens, the newest recorded ones (their time
 # and keys): appending to a bounded deque is all a row costs while nothing is missing.
 _TAIL = 64
@@ -165,7 +161,6 @@ class Gap:
     trigger: str  # reconnect | restart
     since_us: int  # the last row recorded before the gap (or max_span ago)
     since_keys: set  # keys of the rows recorded at since_us
-    opened_us: int  # when the gap was found (wall clock)
     capped: bool = False  # since_us was moved up to max_span ago
     first_us: int | None = None  # the first live row after the gap
     first_key: Any = None
@@ -224,8 +219,6 @@ class Backfiller:
         self._run: _Run | None = None
         self._backoff = Backoff(*retry)
         self._live = False
-        self.repairs = 0
-        self.rows_recorded = 0
 
     # -- what the data directory and the stream say ----------------------------------------
 
@@ -299,7 +292,7 @@ class Backfiller:
         col, key = self.stream.time_col, self.key
         times = [(time_us(r[col]), r) for r in (rows or self._tails[lane])]
         newest = max(t for t, _ in times)
-        gap = Gap(lane, trigger, newest, {key(r) for t, r in times if t == newest}, now_us)
+        gap = Gap(lane, trigger, newest, {key(r) for t, r in times if t == newest})
         floor = now_us - self.max_span_us
         if newest < floor:
             gap.since_us, gap.since_keys, gap.capped = floor, set(), True
@@ -397,7 +390,7 @@ class Backfiller:
             if item is None:
                 run.done = True
             elif isinstance(item, Exception):
-                run.error = _short(item)
+                run.error = short_error(item)
             else:
                 # Live rows not yet flushed must be known before history rows are judged.
                 self._edges(rows[table])
@@ -469,8 +462,6 @@ class Backfiller:
     def _done(self, gap: Gap, rows: dict[str, list[tuple]]) -> None:
         complete, unrepaired = self._complete(gap)
         new = len(gap.recorded)
-        self.repairs += 1
-        self.rows_recorded += new
         symbol, extra = self.stream.describe(gap.lane)
         rows["events"].append(event(
             self.exchange, self._wall_us(), self.stream.repaired_kind, symbol=symbol,
@@ -510,8 +501,3 @@ def backfills_for(feed: Any, exchange: str, max_span_s: float) -> dict[str, Back
     pacer = Pacer(max(s.min_interval for s, _ in streams))
     return {s.table: Backfiller(exchange, s, lanes, max_span_us=int(max_span_s * 1_000_000),
                                 pacer=pacer) for s, lanes in streams}
-
-
-def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text if len(text) < 300 else text[:300] + "..."

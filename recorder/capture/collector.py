@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,16 @@ import msgspec
 import websocket
 
 from recorder.capture import wsclient
-from recorder.capture.backfill import backfills_for, iso_us
+from recorder.capture.backfill import backfills_for
 from recorder.capture.book import BookKeeper
 from recorder.capture.redundancy import RecentKeys
 from recorder.capture.resync import PendingResync, ResyncTracker
 from recorder.capture.wsclient import ConnectionClosed, FrameReader, ProtocolError
 from recorder.core.backoff import Backoff
-from recorder.core.events import detail, event, new_rows, with_conn_id
+from recorder.core.events import detail, event, new_rows, short_error, with_conn_id
 from recorder.core.schema import TABLES, column_index
 from recorder.core.secrets import CredentialError
+from recorder.core.times import iso_us
 from recorder.exchanges.base import ConnectPlan, Feed, IntegrityFailure
 
 log = logging.getLogger("recorder.collector")
@@ -167,7 +169,8 @@ class Collector:
         self.mirror: _Conn | None = None
         self._mirror_next_try = 0.0
         self._mirror_backoff = Backoff(config.backoff_initial, config.backoff_max)
-        self._recent = RecentKeys() if mirror_feed is not None else None
+        self._recent = RecentKeys(partial(_content, "trades")) if mirror_feed is not None \
+            else None
         self._trades_live = False
         # While the recorded connection is down and the mirror carries the trades alone.
         self._covering: dict | None = None
@@ -235,18 +238,18 @@ class Collector:
             self._refusals = 0
         except CredentialError as e:
             self._credentials_refused(e)
-            return f"credentials refused: {_short(e)}"
+            return f"credentials refused: {short_error(e)}"
         except Exception as e:  # noqa: BLE001 - e.g. a token fetch failed: retry later
-            self._event("connect_failed", detail(url=self.url, error=_short(e)))
-            log.warning("cannot prepare the connection to %s: %s", self.url, _short(e))
-            return _short(e)
+            self._event("connect_failed", detail(url=self.url, error=short_error(e)))
+            log.warning("cannot prepare the connection to %s: %s", self.url, short_error(e))
+            return short_error(e)
         url = plan.url
         try:
             ws = wsclient.connect(url, timeout=10)
         except Exception as e:  # noqa: BLE001 - any failure to connect means: retry later
-            self._event("connect_failed", detail(url=_safe_url(url), error=_short(e)))
-            log.warning("cannot connect to %s: %s", _safe_url(url), _short(e))
-            return _short(e)
+            self._event("connect_failed", detail(url=_safe_url(url), error=short_error(e)))
+            log.warning("cannot connect to %s: %s", _safe_url(url), short_error(e))
+            return short_error(e)
         reader = FrameReader(ws)
         now = time.monotonic()
         conn = _Conn(self._conn_seq, plan, ws, reader, plan.parse or feed.parse,
@@ -264,10 +267,10 @@ class Collector:
                 # Closed by the server between the handshake and the last request.
                 reader.close(timeout=0.1)
                 self._event("connect_failed", detail(url=_safe_url(url),
-                                                     error=f"while subscribing: {_short(e)}"))
+                                                     error=f"while subscribing: {short_error(e)}"))
                 log.warning("connection to %s closed while subscribing: %s", _safe_url(url),
-                            _short(e))
-                return _short(e)
+                            short_error(e))
+                return short_error(e)
         return conn
 
     def _subscribe(self, conn: _Conn) -> None:
@@ -308,7 +311,7 @@ class Collector:
         except (ConnectionClosed, websocket.WebSocketConnectionClosedException):
             reason = "closed by peer without a close frame"
         except (OSError, websocket.WebSocketException, ProtocolError) as e:
-            reason = f"error: {_short(e)}"
+            reason = f"error: {short_error(e)}"
         finally:
             ended = time.time_ns() // 1000
             conn = self.conn
@@ -469,7 +472,8 @@ class Collector:
             except _MALFORMED as e:
                 rows["events"].append(event(
                     exchange, ts_recv, "malformed", conn_id=conn_id,
-                    detail=detail(error=_short(e), frame=data[:300].decode("utf-8", "replace"))))
+                    detail=detail(error=short_error(e),
+                                  frame=data[:300].decode("utf-8", "replace"))))
                 continue
             if control is not None:
                 why = self._control(conn, control, ts_recv)
@@ -610,7 +614,7 @@ class Collector:
             endpoint, text = self.feed.fetch_snapshot(symbol, depth)
             self._snapshots.put((conn_id, reqid, symbol, endpoint, text, None))
         except Exception as e:  # noqa: BLE001 - any failure is retried by the tracker
-            self._snapshots.put((conn_id, reqid, symbol, None, None, _short(e)))
+            self._snapshots.put((conn_id, reqid, symbol, None, None, short_error(e)))
 
     def _drain_snapshots(self) -> None:
         """Parse the REST snapshots that arrived, on the receive loop, like frames."""
@@ -707,7 +711,7 @@ class Collector:
                 if why or conn.reader.close_frame is not None:
                     return why or "closed by peer"
         except (ConnectionClosed, OSError, websocket.WebSocketException, ProtocolError) as e:
-            return _short(e)
+            return short_error(e)
 
     def _start_rotation(self, now: float) -> None:
         log.info("connection %d is %.0f s old: opening its replacement", self.conn_id,
@@ -911,14 +915,15 @@ class Collector:
 
     def _credentials_refused(self, e: CredentialError) -> None:
         self._refusals += 1
-        self._event("connect_failed", detail(url=self.url, error=_short(e)))
+        self._event("connect_failed", detail(url=self.url, error=short_error(e)))
         if self._refusals < CREDENTIAL_REFUSALS_FATAL:
             log.warning("cannot prepare the connection to %s: %s (refusal %d of %d before "
-                        "giving up)", self.url, _short(e), self._refusals,
+                        "giving up)", self.url, short_error(e), self._refusals,
                         CREDENTIAL_REFUSALS_FATAL)
             return
-        self.failure = f"the credentials were refused {self._refusals} times in a row: {_short(e)}"
-        self._event("credentials_refused", detail(url=self.url, error=_short(e),
+        self.failure = (f"the credentials were refused {self._refusals} times in a row: "
+                        f"{short_error(e)}")
+        self._event("credentials_refused", detail(url=self.url, error=short_error(e),
                                                   refusals=self._refusals))
         log.error("%s: %s; not retrying", self.url, self.failure)
         self.stop_event.set()
@@ -989,9 +994,6 @@ class Collector:
                                          conn_id=self.conn_id))
 
 
-def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text if len(text) < 300 else text[:300] + "..."
 
 
 def _safe_url(url: str) -> str:

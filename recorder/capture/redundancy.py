@@ -14,23 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from recorder.core.schema import column_index
-
 # Seconds a trade's key is remembered (two generations of this length are kept).
 WINDOW = 30.0
-_TS_RECV = column_index("trades", "ts_recv")
-
-
-def content(row: tuple) -> tuple:
-    """A trades row without its receive time: what two copies of one trade share."""
-    return row[:_TS_RECV] + row[_TS_RECV + 1:]
-
-
 class RecentKeys:
-    """Trades recorded in about the last ``window`` to ``2 * window`` seconds, by content."""
+    """Trades recorded in about the last ``window`` to ``2 * window`` seconds, by ``key``
+    (the collector's: a row's content without its receive time, what two copies of one
+    trade share)."""
 
-    def __init__(self, window: float = WINDOW,
+    def __init__(self, key: Callable[[tuple], object], window: float = WINDOW,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        self.key = key
         self.window = window
         self._clock = clock
         self._current: set = set()
@@ -44,10 +37,10 @@ class RecentKeys:
         if now >= self._turn:
             self._previous, self._current = self._current, set()
             self._turn = now + self.window
-        current, previous = self._current, self._previous
+        current, previous, key = self._current, self._previous, self.key
         out = []
         for r in rows:
-            k = content(r)
+            k = key(r)
             if k in current or k in previous:
                 continue
             current.add(k)

@@ -45,3 +45,9 @@ _CONN_ID = _COLUMNS.index("conn_id")
 def new_rows() -> dict[str, list[tuple]]:
     """An empty row buffer with one list per table."""
     return {name: [] for name in TABLES}
+
+
+def short_error(e: BaseException) -> str:
+    """An exception as one bounded line for events and logs (its type when it says nothing)."""
+    text = str(e) or type(e).__name__
+    return text if len(text) < 300 else text[:300] + "..."

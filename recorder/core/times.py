@@ -81,3 +81,9 @@ def to_datetime(us: int | None) -> dt.datetime | None:
     if us is None:
         return None
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+
+
+def iso_us(us: int) -> str:
+    """Microseconds since the epoch as events write times: 2026-01-02T03:04:05.123456Z."""
+    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"

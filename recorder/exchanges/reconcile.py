@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from recorder.core.backoff import Backoff
-from recorder.core.events import detail, event
+from recorder.core.events import detail, event, short_error
+from recorder.core.times import iso_us
 
 log = logging.getLogger("recorder.reconcile")
 
@@ -72,12 +73,6 @@ WAIT_ON_STOP = 3.0
 KINDS = ("fills_reconciled", "reconcile_failed", "reconcile_stopped")
 
 FillKey = tuple[str | None, str | None, str | None]  # symbol, trade_id, order_id
-
-
-def iso_us(us: int) -> str:
-    """2026-01-02T03:04:05.123456Z"""
-    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"
 
 
 def parse_iso_us(text: str) -> int:
@@ -429,7 +424,7 @@ class Reconciler:
             elif item == "more":
                 run.more = True
             elif isinstance(item, Exception):
-                run.error = _short(item)
+                run.error = short_error(item)
             else:
                 ts_recv = self._wall_us()
                 new, _ = self.record(item.fills, ts_recv, rows)
@@ -483,8 +478,3 @@ class Reconciler:
                           cursor_from=first)))
         log.warning("fills reconciliation failed (attempt %d): %s; retrying in %.0f s",
                     run.attempt, run.error, delay)
-
-
-def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text if len(text) < 300 else text[:300] + "..."

@@ -11,18 +11,16 @@ text (never a float) and truncated to the microsecond like the stream's.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlencode
 
 from recorder.core.schema import column_index
 from recorder.exchanges.base import CandleHistory, ExchangeError, RateLimited, TradeHistory
 from recorder.exchanges.kraken.common import EXCHANGE, epoch_us
 from recorder.exchanges.kraken.pairs import find_pair
-from recorder.exchanges.kraken.rest import USER_AGENT, KrakenError, opener_for, send
+from recorder.exchanges.kraken.rest import KrakenError, public_get
 
 TRADES_PATH = "/0/public/Trades"
 # Public endpoints: about one call a second (Kraken's documented public limit).
@@ -61,18 +59,14 @@ def v1_key(row: tuple) -> tuple:
             Decimal(row[_QTY]), row[_SIDE_COL])
 
 
-def _get(opener: Any, base: str, path: str, params: dict, timeout: float) -> dict:
+def _get(base: str, path: str, params: dict, timeout: float) -> dict:
     """One public GET; Kraken's ``result``, or ExchangeError / RateLimited."""
-    request = _request(f"{base}{path}?{urlencode(params)}")
     try:
-        status, payload = send(opener, request, base, path, timeout)
+        doc = public_get(base, f"{path}?{urlencode(params)}", timeout, exact=True)
     except KrakenError as e:
         raise ExchangeError(str(e)) from None
-    try:
-        # Times as their exact text: a float would round the last digits.
-        doc = json.loads(payload, parse_float=str)
-    except ValueError:
-        raise ExchangeError(f"{path}: HTTP {status}, not JSON") from None
+    if not isinstance(doc, dict):
+        raise ExchangeError(f"{path}: the answer is not a JSON object")
     errors = doc.get("error") or []
     if any(e.startswith(_RATE_LIMITS) for e in errors):
         raise RateLimited(f"{path}: {', '.join(errors)}", retry_after=5.0)
@@ -83,13 +77,12 @@ def _get(opener: Any, base: str, path: str, params: dict, timeout: float) -> dic
 
 def trade_history(rest_url: str, api: str, timeout: float = 15.0) -> TradeHistory:
     base = rest_url.rstrip("/")
-    opener = opener_for(base)
 
     def fetch(symbol: str, since_us: int) -> Iterator[list[tuple]]:
         pair = rest_pair(symbol)
         cursor = since_us * 1000 - 1  # exclusive: the trades at since_us come back too
         while True:
-            result = _get(opener, base, TRADES_PATH, {"pair": pair, "since": cursor}, timeout)
+            result = _get(base, TRADES_PATH, {"pair": pair, "since": cursor}, timeout)
             items = next((v for k, v in result.items() if k != "last"), [])
             rows = trade_rows(symbol, items, time.time_ns() // 1000)
             yield rows
@@ -100,13 +93,6 @@ def trade_history(rest_url: str, api: str, timeout: float = 15.0) -> TradeHistor
 
     return TradeHistory(f"GET {TRADES_PATH}", fetch, v2_key if api == "v2" else v1_key,
                         ordered=api == "v2", min_interval=MIN_INTERVAL)
-
-
-def _request(url: str):
-    import urllib.request
-
-    return urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
-                                                "Accept": "application/json"})
 
 
 # -- candles -----------------------------------------------------------------------------------
@@ -125,14 +111,12 @@ def candle_rows(symbol: str, interval: int, items: list, ts_recv: int) -> list[t
 
 def candle_history(rest_url: str, timeout: float = 15.0) -> CandleHistory:
     base = rest_url.rstrip("/")
-    opener = opener_for(base)
 
     def fetch(symbol: str, interval: int, since_us: int) -> Iterator[list[tuple]]:
         # ``since`` is exclusive: one second before the interval that holds since_us.
         since = since_us // 1_000_000 // (interval * 60) * interval * 60 - 1
-        result = _get(opener, base, OHLC_PATH, {"pair": rest_pair(symbol),
-                                                  "interval": interval, "since": since},
-                      timeout)
+        result = _get(base, OHLC_PATH, {"pair": rest_pair(symbol), "interval": interval,
+                                         "since": since}, timeout)
         items = next((v for k, v in result.items() if k != "last"), [])
         yield candle_rows(symbol, interval, items, time.time_ns() // 1000)
 

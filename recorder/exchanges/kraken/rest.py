@@ -159,14 +159,17 @@ def send(opener: urllib.request.OpenerDirector, request: urllib.request.Request,
                              f"{_reason(e)}") from None
 
 
-def public_get(rest_url: str, path: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """GET a public endpoint (``/0/public/AssetPairs``); the decoded JSON document."""
+def public_get(rest_url: str, path: str, timeout: float = DEFAULT_TIMEOUT, *,
+               exact: bool = False) -> Any:
+    """GET a public endpoint (``/0/public/AssetPairs``); the decoded JSON document.
+    ``exact``: JSON numbers with a fraction come back as their text (a float would round
+    the last digits of Kraken's times)."""
     rest_url = rest_url.rstrip("/")
     request = urllib.request.Request(rest_url + path, headers={
         "User-Agent": USER_AGENT, "Accept": "application/json"})
     status, payload = send(opener_for(rest_url), request, rest_url, path, timeout)
     try:
-        return json.loads(payload)
+        return json.loads(payload, parse_float=str) if exact else json.loads(payload)
     except ValueError:
         raise KrakenError(f"{path}: {rest_url} answered HTTP {status}, not JSON") from None
 
