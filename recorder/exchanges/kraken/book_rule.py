@@ -8,9 +8,10 @@ update is compared with the one computed from the kept levels (``verify``).
 from __future__ import annotations
 
 from typing import Any
+from zlib import crc32
 
 from recorder.core.schema import column_index
-from recorder.exchanges.kraken.checksum import checksum_of_top_texts, level_bytes
+from recorder.exchanges.kraken.checksum import level_bytes
 
 _CHECKSUM = column_index("book", "checksum")
 _DEPTH = column_index("book", "depth")
@@ -27,7 +28,10 @@ class ChecksumRule:
         expected = first_row[_CHECKSUM]
         if expected is None:
             return None
-        computed = checksum_of_top_texts(book.asks.top_text(), book.bids.top_text())
+        asks, bids = book.asks, book.bids
+        # Each side's joined top-10 text is cached (``text``) until its top 10 changes;
+        # CRC32 chains over the asks' text then the bids'.
+        computed = crc32(bids.text or bids.top_text(), crc32(asks.text or asks.top_text()))
         if computed != expected:
             return {"expected": expected, "computed": computed}
         return True

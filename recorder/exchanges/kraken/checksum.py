@@ -31,15 +31,6 @@ def level_bytes(price: str, qty: str) -> bytes:
     return (price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")).encode()
 
 
-def checksum_of_top_texts(asks_top: bytes, bids_top: bytes) -> int:
-    """The checksum from each side's top 10 already joined as ``level_text`` (best first).
-
-    A book keeper computes each level's text once, when the level changes, and each side's
-    joined text only when its top 10 changes; CRC32 chains over the two parts.
-    """
-    return zlib.crc32(bids_top, zlib.crc32(asks_top)) & 0xFFFFFFFF
-
-
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
     """CRC32 of the top 10 asks (best first) then the top 10 bids (best first).
 

@@ -129,6 +129,9 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
     parts = msg[1:-2]
     checksum = parts[-1].get("c")
     crc = int(checksum) if checksum is not None else None
+    # What the frame claims: verified when it carries a checksum. The book keeper compares
+    # it and marks the rows False when the book does not match.
+    claimed = crc is not None
     for part in parts:
         for side, key in (("ask", "a"), ("bid", "b")):
             levels = part.get(key)
@@ -136,8 +139,8 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
                 continue
             for lv in levels:
                 rows.append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1],
-                             False,
-                             update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None, None))
+                             False, update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None,
+                             claimed))
 
 
 def _ohlc(c: list, symbol: str, interval: int, ts_recv: int, rows: list[tuple]) -> None:

@@ -153,13 +153,16 @@ def _book(msg: dict, ts_recv: int, update_id: int, rows: list[tuple],
         depth = depths.get(symbol)
         ts = d.get("timestamp")
         crc = d.get("checksum")
+        # What the frame claims: verified when it carries a checksum. The book keeper
+        # compares it and marks the rows False when the book does not match.
+        claimed = crc is not None
         for side, key in (("bid", "bids"), ("ask", "asks")):
             for lv in d.get(key) or ():
                 price, qty = lv["price"], lv["qty"]
                 if price.__class__ is not str or qty.__class__ is not str:
                     price, qty = _text(price), _text(qty)
                 rows.append((EXCHANGE, symbol, ts, ts_recv, side, price, qty, snapshot,
-                             update_id, crc, False, depth, None, None))
+                             update_id, crc, False, depth, None, claimed))
 
 
 def _ticker(t: dict, ts_recv: int, rows: list[tuple]) -> None:
