@@ -4,7 +4,6 @@ subscriptions over WebSocket API v1 or v2."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from recorder.exchanges.base import ConnectPlan, Feed, Subscription
@@ -46,7 +45,7 @@ def public_feed(config: Any, url: str | None = None,
     if mod is v2:
         bbo = frozenset(sym for s in subs if s.channel == "spread" for sym in s.symbols)
         channels = {reqid_base + i: sub.channel for i, sub in enumerate(subs)}
-        parse = partial(v2.parse, bbo_symbols=bbo, book_depths=depths, req_channels=channels)
+        parse = v2.parser(bbo, depths, channels)
     else:
         parse = v1.parse
     endpoint = url or config.url

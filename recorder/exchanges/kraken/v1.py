@@ -37,6 +37,9 @@ API = "v1"
 decode = msgspec.json.Decoder().decode
 
 _SIDE_TAKER = {"b": "buy", "s": "sell"}
+# channelName -> depth for the book channels Kraken offers (int(name[5:]) per frame cost
+# more than the lookup).
+_BOOK_DEPTHS = {f"book-{d}": d for d in (10, 25, 100, 500, 1000)}
 _ORD_TYPE = {"l": "limit", "m": "market"}
 
 
@@ -87,8 +90,9 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
             return _private(msg, ts_recv, out)
         name = msg[-2]
         symbol = canonical(msg[-1])
-        if name.startswith("book"):
-            _book(msg, symbol, int(name[5:]), ts_recv, update_id, out["book"])
+        depth = _BOOK_DEPTHS.get(name)
+        if depth is not None or name.startswith("book"):
+            _book(msg, symbol, depth or int(name[5:]), ts_recv, update_id, out["book"])
         elif name == "trade":
             rows = out["trades"]
             for t in msg[1]:
@@ -119,28 +123,32 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
 def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
           rows: list[tuple]) -> None:
     first = msg[1]
+    append = rows.append
     if "as" in first or "bs" in first:
         for side, key in (("ask", "as"), ("bid", "bs")):
             for lv in first.get(key, ()):
-                rows.append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1], True,
-                             update_id, None, False, depth, None, None))
+                append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1], True,
+                        update_id, None, False, depth, None, None))
         return
     # Updates: one or two objects between the channel id and the name; "c" is in the last.
-    parts = msg[1:-2]
-    checksum = parts[-1].get("c")
+    last = msg[-3]
+    checksum = last.get("c")
     crc = int(checksum) if checksum is not None else None
     # What the frame claims: verified when it carries a checksum. The book keeper compares
     # it and marks the rows False when the book does not match.
     claimed = crc is not None
-    for part in parts:
+    for part in (last,) if len(msg) == 4 else msg[1:-2]:
         for side, key in (("ask", "a"), ("bid", "b")):
             levels = part.get(key)
             if not levels:
                 continue
             for lv in levels:
-                rows.append((EXCHANGE, symbol, epoch_us(lv[2]), ts_recv, side, lv[0], lv[1],
-                             False, update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None,
-                             claimed))
+                t = lv[2]
+                # epoch_us inlined for its usual form (six decimals): a call per level was
+                # a sixth of the parse.
+                ts = int(t[:-7] + t[-6:]) if len(t) > 7 and t[-7] == "." else epoch_us(t)
+                append((EXCHANGE, symbol, ts, ts_recv, side, lv[0], lv[1], False, update_id,
+                        crc, len(lv) > 3 and lv[3] == "r", depth, None, claimed))
 
 
 def _ohlc(c: list, symbol: str, interval: int, ts_recv: int, rows: list[tuple]) -> None:
