@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sinks.finalize import finalize_segment
+from sinks.heap import trim
 from sinks.journal import SegmentWriter
 from sinks.reporting import Reporter
 from sinks.stats import Stats
@@ -87,6 +88,7 @@ class Publisher(threading.Thread):
                 return
 
     def _publish(self, seg: SegmentWriter) -> None:
+        trim()  # the rows of this segment are freed: give their pages back first
         delay = self.retry_interval
         failing = False
         while not self.abandon.is_set():

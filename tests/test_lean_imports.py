@@ -1,4 +1,5 @@
-"""Collector processes keep pandas out: pyarrow would import it on its first list conversion."""
+"""Collector processes keep pandas and numpy out: pyarrow would import them (numpy at its own
+import, pandas on its first list conversion)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,28 @@ import pyarrow as pa
 pa.array(["1.5", None]); pa.scalar(3)
 import duckdb
 duckdb.sql("SELECT 1").fetchall()
-print("pandas" in sys.modules)
+import pyarrow.compute as pc, pyarrow.parquet as pq, pyarrow.ipc
+pc.cast(pa.array(["1.25"]), pa.decimal128(10, 3))
+print("pandas" in sys.modules, "numpy" in sys.modules)
 """
 
 
-def _pandas_loaded(setup: str) -> bool:
+def _loaded(setup: str) -> tuple[bool, bool]:
+    """Whether pandas and numpy are in sys.modules after the probe."""
     out = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup)], check=True,
                          capture_output=True, text=True, timeout=60)
-    return out.stdout.strip() == "True"
+    pandas, numpy = out.stdout.split()
+    return pandas == "True", numpy == "True"
 
 
-def test_pyarrow_loads_pandas_unless_kept_out():
-    assert _pandas_loaded("")  # the cost this guards against (pandas is a test dependency)
-    assert not _pandas_loaded("from recorder.core.lean_imports import keep_out; keep_out()")
+def test_pyarrow_loads_pandas_and_numpy_unless_kept_out():
+    # The cost this guards against (both are installed for the tests).
+    assert _loaded("") == (True, True)
+    # Arrow conversion, decimal casts, IPC, Parquet and DuckDB still work without them.
+    assert _loaded("from recorder.core.lean_imports import keep_out; keep_out()") == (
+        False, False)
 
 
 def test_keep_out_leaves_loaded_modules_alone():
     setup = "import pandas\nfrom recorder.core.lean_imports import keep_out; keep_out()"
-    assert _pandas_loaded(setup)
+    assert _loaded(setup) == (True, True)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recorder.analysis.sql import REPAIRED_SQL, symbol_filter, time_filter, to_arrow
-from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS
+from recorder.analysis.sql import symbol_filter, time_filter, to_arrow
+from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, REPAIRED_SQL
 from recorder.core.times import DatasetError, parse_time, to_datetime
 
 if TYPE_CHECKING:

@@ -147,8 +147,3 @@ def _to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
 def to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return _to_arrow(rel)
 
-
-# A trade repair (recorder/capture/backfill.py) that covered its whole span; the others
-# (complete false, or abandoned at a stop) leave trades that may be missing.
-REPAIRED_SQL = ("kind = 'trades_backfilled' AND "
-                "json_extract(detail, '$.complete')::BOOLEAN IS TRUE")

@@ -27,8 +27,12 @@ from typing import Any
 
 import typer
 
-from recorder.analysis.sql import REPAIRED_SQL
-from recorder.core.schema import GAP_EVENT_KINDS, INTEGRITY_EVENT_KINDS, TABLES
+from recorder.core.schema import (
+    GAP_EVENT_KINDS,
+    INTEGRITY_EVENT_KINDS,
+    REPAIRED_SQL,
+    TABLES,
+)
 from sinks.layout import PARQUET_NAME, host_name
 
 # A trade repair (recorder/capture/backfill.py) that did not cover its whole span counts

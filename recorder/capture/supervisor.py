@@ -636,19 +636,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--startup-grace", type=float, default=5.0)
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--metrics-host", default="127.0.0.1")
-    p.add_argument("--metrics-token")
+    p.add_argument("--metrics-token", default=os.environ.get("RECORDER_METRICS_TOKEN"),
+                   help="(default: $RECORDER_METRICS_TOKEN)")
     args = p.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    jobs: list[tuple[Config, str]] = []
+    loaded: list[Config] = []
     for path in args.configs:
         try:
-            cfg = load_config(path)
+            loaded.append(load_config(path))
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return PERMANENT_EXIT
-        jobs.extend(job_plan.jobs([cfg]))
+    jobs = job_plan.jobs(loaded)
     return run_many(jobs, args.data, args.duration, args.url, args.log_level,
                     backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
                     startup_grace=args.startup_grace, metrics_port=args.metrics_port,

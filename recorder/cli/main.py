@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
+import os
 import sys
-import threading
 from pathlib import Path
 
 import typer
 
+from recorder.cli.collect import setup_logging
 from recorder.cli.usage import fail
 from recorder.core.config import Config, ConfigError, load_config
 
@@ -22,12 +22,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 log = logging.getLogger("recorder")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-
-
 def _load_all(paths: list[Path]) -> list[Config]:
     configs = []
     for p in paths:
@@ -36,9 +30,6 @@ def _load_all(paths: list[Path]) -> list[Config]:
         except ConfigError as e:
             fail(str(e))
     return configs
-
-
-_early_stop = threading.Event()
 
 
 @app.command()
@@ -65,7 +56,7 @@ def run(
                                              "once in a browser)."),
 ) -> None:
     """Record until SIGINT/SIGTERM (finishing every file) or until --duration has passed."""
-    _setup_logging(log_level)
+    setup_logging(log_level)
     loaded = _load_all(configs)
     if url and len(loaded) > 1:
         fail("--url overrides the endpoint of a single config; "
@@ -92,10 +83,37 @@ def run(
                     fail(f"{cfg.path}: {e}")
     # Always supervised, one job too: a crashed collector is restarted (and the restart
     # recorded as a gap), a collector that cannot start fails the job with exit code 2.
+    if _as_process:
+        _become_supervisor(configs, data, duration, url, log_level, metrics_port,
+                           metrics_host, metrics_token)
     from recorder.capture.supervisor import run_many
 
     raise typer.Exit(run_many(jobs, data, duration, url, log_level, metrics_port=metrics_port,
                               metrics_host=metrics_host, metrics_token=metrics_token))
+
+
+# True when this process is the `recorder` command itself (main()), not a caller of the app.
+_as_process = False
+
+
+def _become_supervisor(configs: list[Path], data: Path | None, duration: float | None,
+                       url: str | None, log_level: str, metrics_port: int | None,
+                       metrics_host: str, metrics_token: str | None) -> None:
+    """Replace this process (same pid, same output) with the supervisor's own entry
+    point once everything is checked: typer parses its options with pydantic, which would
+    stay in the supervisor's memory (13 MB of its 36) for a capture of weeks. The token
+    goes through the environment, never the command line (``ps`` shows it)."""
+    argv = [sys.executable, "-m", "recorder.capture.supervisor", *map(str, configs),
+            "--log-level", log_level, "--metrics-host", metrics_host]
+    for flag, value in (("--data", data), ("--duration", duration), ("--url", url),
+                        ("--metrics-port", metrics_port)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if metrics_token is not None:
+        os.environ["RECORDER_METRICS_TOKEN"] = metrics_token
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 def _check_stores(loaded: list[Config], data: Path | None) -> Path | None:
@@ -145,37 +163,11 @@ def collect(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """One collector process (what `run` starts): one role, or several public roles of
-    the config, comma-separated, each in a thread of its own."""
-    from recorder.core.lean_imports import keep_out
+    the config, comma-separated, each in a thread of its own. ``python -m recorder collect``
+    does not come here (recorder/cli/collect.py, without typer)."""
+    from recorder.cli.collect import collect as run_collect
 
-    keep_out()
-    # A SIGTERM during start-up (journal recovery can take seconds) must not kill the
-    # process half-way: remember it, and stop as soon as the collector exists.
-    _early_stop.clear()
-    signal.signal(signal.SIGTERM, lambda *_: _early_stop.set())
-    signal.signal(signal.SIGINT, lambda *_: _early_stop.set())
-    _setup_logging(log_level)
-    from recorder.capture import jobs
-    from recorder.capture.runner import StartupError, collect_many
-
-    cfg = _load_all([config])[0]
-    roles = jobs.roles(cfg)
-    wanted = [r.strip() for r in role.split(",") if r.strip()]
-    for r in wanted or [role]:
-        if r not in roles:
-            fail(f"--role {r!r}; {cfg.path} has: {', '.join(roles)}")
-    if len(wanted) != len(set(wanted)) or (len(wanted) > 1 and not all(
-            jobs.is_public(r) for r in wanted)):
-        fail(f"--role {role!r}: only distinct public roles share a process")
-    if len(wanted) > 1:  # say which connection a line is about
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"))
-    try:
-        code = collect_many(cfg, wanted, data, duration, url, _early_stop)
-    except StartupError as e:
-        fail(str(e), e.code)
-    raise typer.Exit(code)
+    raise typer.Exit(run_collect(config, role, data, duration, url, log_level))
 
 
 @app.command()
@@ -197,7 +189,7 @@ def renormalize(
         fail(f"--book-checkpoint {book_checkpoint!r} is not a duration; use e.g. 30s, 1m, 1h, "
              "or 0 for none")
 
-    _setup_logging("info")
+    setup_logging("info")
     if not any((data / "raw").rglob("*.parquet")):
         fail(f"no raw frames under {data}/raw: record with [output] raw = true first")
     if out.resolve() == data.resolve():
@@ -246,4 +238,6 @@ _register_optional_commands()
 def main() -> None:
     from recorder.cli.app import run_app
 
+    global _as_process
+    _as_process = True
     run_app(app, "recorder")

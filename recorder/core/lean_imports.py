@@ -5,6 +5,10 @@ pyarrow imports pandas, when it is installed, the first time it converts a Pytho
 pandas one). A collector converts Python lists all day and never needs pandas, yet would
 carry its ~40 MB of RSS for the whole capture. Refusing the import makes pyarrow (and DuckDB,
 which the private stream's de-duplication uses) treat pandas as not installed.
+
+numpy likewise: pyarrow (since 16) and DuckDB run without it, and importing pyarrow loads it
+when it is installed (15 MB of a collector's RSS, its BLAS library included). Nothing a
+collector runs (conversion to Arrow, IPC journal, Parquet, S3, the table catalog) uses it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib.abc
 import sys
 from collections.abc import Sequence
 
-COLLECTOR_UNNEEDED = ("pandas",)
+COLLECTOR_UNNEEDED = ("pandas", "numpy")
 
 
 class _Refuse(importlib.abc.MetaPathFinder):

@@ -39,6 +39,13 @@ GAP_EVENT_KINDS = ("disconnected", "collector_restarted")
 # Kraken's checksum mismatch and KuCoin's sequence gap. Each is followed by a resync.
 INTEGRITY_EVENT_KINDS = ("checksum_mismatch", "sequence_gap")
 
+# SQL over ``events``: a trade repair (recorder/capture/backfill.py) that covered its whole
+# span; the others (complete false, or abandoned at a stop) leave trades that may be
+# missing. Here rather than in recorder/analysis/sql.py, which loads pyarrow: `recorder
+# run`'s supervisor registers the status command and must stay lean.
+REPAIRED_SQL = ("kind = 'trades_backfilled' AND "
+                "json_extract(detail, '$.complete')::BOOLEAN IS TRUE")
+
 # Final types (a table catalog cannot change a column's type or a decimal's scale later).
 # Prices: up to 8 integer digits (BTC/JPY) and 10 decimals. Quantities: up to 12 integer
 # digits (memecoin lots) and 10 decimals. Wide: 24h volumes and running totals. KuCoin fits
