@@ -72,9 +72,28 @@ class FrameReader:
         self.bytes_received += len(chunk)
         buf = self._buf + chunk if self._buf else chunk
         out: list[bytes] = []
+        append = out.append
+        # 16-bit lengths are under the size limit unless it was lowered below 64 KiB.
+        short = 126 if MAX_MESSAGE >= 0xFFFF else 125
         pos, end = 0, len(buf)
         while end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
+            if b0 == 0x81 and b1 <= short:
+                # The usual market-data frame: a whole, unmasked (b1 < 128) text message
+                # under 64 KiB. What the general path below checks, the short way.
+                if b1 < 126:
+                    start = pos + 2
+                    stop = start + b1
+                else:
+                    start = pos + 4
+                    if start > end:
+                        break
+                    stop = start + (buf[pos + 2] << 8 | buf[pos + 3])
+                if stop > end:
+                    break
+                append(buf[start:stop])
+                pos = stop
+                continue
             length = b1 & 0x7F
             header = 2
             if length == 126:
@@ -99,7 +118,7 @@ class FrameReader:
             opcode = b0 & 0x0F
             if opcode == _TEXT or opcode == _BINARY:
                 if b0 & 0x80:
-                    out.append(payload)
+                    append(payload)
                 else:
                     self._fragments = [payload]
             elif opcode == _CONTINUATION:

@@ -30,8 +30,11 @@ class ChecksumRule:
             return None
         asks, bids = book.asks, book.bids
         # Each side's joined top-10 text is cached (``text``) until its top 10 changes;
-        # CRC32 chains over the asks' text then the bids'.
-        computed = crc32(bids.text or bids.top_text(), crc32(asks.text or asks.top_text()))
+        # CRC32 chains over the asks' text then the bids', so the asks' part is kept too.
+        seed = asks.crc
+        if seed is None:
+            seed = asks.crc = crc32(asks.text or asks.top_text())
+        computed = crc32(bids.text or bids.top_text(), seed)
         if computed != expected:
             return {"expected": expected, "computed": computed}
         return True

@@ -146,7 +146,7 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
                 t = lv[2]
                 # epoch_us inlined for its usual form (six decimals): a call per level was
                 # a sixth of the parse.
-                ts = int(t[:-7] + t[-6:]) if len(t) > 7 and t[-7] == "." else epoch_us(t)
+                ts = int(t[:-7] + t[-6:]) if t[-7:-6] == "." else epoch_us(t)
                 append((EXCHANGE, symbol, ts, ts_recv, side, lv[0], lv[1], False, update_id,
                         crc, len(lv) > 3 and lv[3] == "r", depth, None, claimed))
 
