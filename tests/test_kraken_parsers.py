@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 
 from recorder.core.schema import TABLES, column_index
 from recorder.exchanges.kraken import v1, v2
 from recorder.exchanges.kraken.common import new_rows
+from sinks.convert import rows_to_batch
 from tests.captures import cryptofeed_frames, flashbook_frames, sdk_v1_frames
 
 
 def epoch_us(text: str) -> int:
-    """v1 time text (decimal epoch seconds) as the integer microseconds the parser emits."""
+    """v1 time text (decimal epoch seconds) as integer microseconds, as stored."""
     return int(Decimal(text) * 1_000_000)
 
 
@@ -108,11 +110,16 @@ def test_v1_book_capture(source):
         checksums += crc is not None
         snap = "as" in m[1] or "bs" in m[1]
         for side, price, qty, ts, rep in levels:
-            expected.append((m[-1].replace("XBT", "BTC"), epoch_us(ts), side, price, qty, snap, i,
+            # The level's time stays its wire text; the sink stores it exactly (below).
+            expected.append((m[-1].replace("XBT", "BTC"), ts, side, price, qty, snap, i,
                              None if crc is None else int(crc), rep, int(m[-2][5:])))
     got = [r[1:3] + r[4:] for r in rows]
     got = [(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9]) for g in got]
     assert got == expected
+    batch, problems = rows_to_batch("book", rows)
+    assert not [p for p in problems if p.column == "ts_exchange"]
+    stored = batch.column(column_index("book", "ts_exchange")).cast(pa.int64()).to_pylist()
+    assert stored == [epoch_us(e[1]) for e in expected]
     assert checksums == (4269 if source == "cryptofeed" else 979)
     if source == "cryptofeed":
         assert two_object == 1
