@@ -241,10 +241,15 @@ class BookKeeper:
                 (asks if r[_SIDE] == "ask" else bids).apply(r[_PRICE], r[_QTY])
         depth = book.depth
         if depth is not None:
-            if len(asks.keys) > depth:
-                asks.truncate(depth)
-            if len(bids.keys) > depth:
-                bids.truncate(depth)
+            for side in (asks, bids):
+                keys = side.keys
+                if len(keys) > depth:
+                    if len(keys) == depth + 1:  # the usual case: one level pushed out
+                        del side.levels[keys.pop()]
+                        if side.texts is not None:
+                            side.texts.pop()
+                    else:
+                        side.truncate(depth)
         book.last = first
         book.last_ok = False
         if not book.healthy:
