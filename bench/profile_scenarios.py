@@ -98,7 +98,8 @@ def summarise(path: Path, top: int, real_time: bool = False) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenario", choices=("kraken", "kucoin", "deep", "scale-kucoin"))
+    ap.add_argument("scenario", choices=("kraken", "kraken-v1", "kucoin", "deep",
+                                        "scale-kucoin"))
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--py-spy", default="py-spy")
     ap.add_argument("--top", type=int, default=25)
@@ -109,7 +110,7 @@ def main() -> int:
     spy = shutil.which(args.py_spy) or args.py_spy
     OUT.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    if args.scenario == "kraken":
+    if args.scenario.startswith("kraken"):
         sim = SimulatorProcess(["--pairs", ",".join(bench.PAIRS), "--speed", "max",
                                 "--seed", "1"], capture_stderr=True)
     elif args.scenario == "scale-kucoin":
@@ -124,8 +125,9 @@ def main() -> int:
                                env={**env, **levels} if args.scenario == "deep" else None)
     with sim:
         pin(sim.proc.pid if sim.proc else None, SIMULATOR_CORE)
-        if args.scenario == "kraken":
-            cfg = bench._config(OUT / "profile.toml", sim.urls["ws_v2"])
+        if args.scenario.startswith("kraken"):
+            api = "v1" if args.scenario == "kraken-v1" else "v2"
+            cfg = bench._config(OUT / "profile.toml", sim.urls[f"ws_{api}"], api=api)
         elif args.scenario == "scale-kucoin":
             cfg = scale.kucoin_config(OUT / "profile.toml", sim.urls["rest"], _names)
             env.update(scale.CREDENTIALS)

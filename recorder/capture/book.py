@@ -108,7 +108,12 @@ class _Side:
 
     def truncate(self, depth: int | None) -> None:
         # Subscribed depths are at least 10, so this never changes the top 10.
-        if depth is not None and len(self.keys) > depth:
+        keys = self.keys
+        if depth is not None and len(keys) == depth + 1:  # the usual: one level pushed out
+            del self.levels[keys.pop()]
+            if self.texts is not None:
+                self.texts.pop()
+        elif depth is not None and len(keys) > depth:
             levels = self.levels
             for key in self.keys[depth:]:
                 del levels[key]
@@ -241,15 +246,10 @@ class BookKeeper:
                 (asks if r[_SIDE] == "ask" else bids).apply(r[_PRICE], r[_QTY])
         depth = book.depth
         if depth is not None:
-            for side in (asks, bids):
-                keys = side.keys
-                if len(keys) > depth:
-                    if len(keys) == depth + 1:  # the usual case: one level pushed out
-                        del side.levels[keys.pop()]
-                        if side.texts is not None:
-                            side.texts.pop()
-                    else:
-                        side.truncate(depth)
+            if len(asks.keys) > depth:
+                asks.truncate(depth)
+            if len(bids.keys) > depth:
+                bids.truncate(depth)
         book.last = first
         book.last_ok = False
         if not book.healthy:

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from recorder.exchanges.kraken.common import (
+    CANONICAL,
     EXCHANGE,
     Control,
     Subscription,
@@ -89,7 +90,8 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
         if type(msg[-1]) is not str:
             return _private(msg, ts_recv, out)
         name = msg[-2]
-        symbol = canonical(msg[-1])
+        pair = msg[-1]
+        symbol = CANONICAL.get(pair) or canonical(pair)
         depth = _BOOK_DEPTHS.get(name)
         if depth is not None or name.startswith("book"):
             _book(msg, symbol, depth or int(name[5:]), ts_recv, update_id, out["book"])
