@@ -72,3 +72,31 @@ def test_corrupted_level_detected_on_first_update_and_marks_until_snapshot():
     assert mismatches[0].detail["expected"] == int(m[-3]["c"] if len(m) == 5 else m[1]["c"])
     bad = [r for r in rows if r[8] >= idx]
     assert bad and all(r[-1] is False for r in bad)
+
+
+def test_items_of_one_message_verified_each_against_its_own_book():
+    """A v2 message whose data holds A, then B, then A again: B's level never lands in A's
+    book, and each item is checked against its own checksum."""
+    books = {"A/USD": ([("10.0", "1.0")], [("9.0", "1.0")]),
+             "B/USD": ([("20.0", "2.0")], [("19.0", "2.0")])}
+
+    def item(symbol, asks, bids, crc):
+        return {"symbol": symbol, "asks": [{"price": p, "qty": q} for p, q in asks],
+                "bids": [{"price": p, "qty": q} for p, q in bids], "checksum": crc,
+                "timestamp": "2026-12-07T00:00:00.000000Z"}
+
+    snapshot = {"channel": "book", "type": "snapshot",
+                "data": [item(s, a, b, book_checksum(a, b)) for s, (a, b) in books.items()]}
+    a_first = ([("10.0", "1.0"), ("11.0", "3.0")], [("9.0", "1.0")])
+    b_after = ([("20.0", "2.0")], [("19.0", "2.0"), ("18.0", "5.0")])
+    a_after = ([("10.0", "1.0"), ("11.0", "3.0")], [("9.0", "1.0"), ("8.0", "4.0")])
+    update = {"channel": "book", "type": "update", "data": [
+        item("A/USD", [("11.0", "3.0")], [], book_checksum(*a_first)),
+        item("B/USD", [], [("18.0", "5.0")], book_checksum(*b_after)),
+        item("A/USD", [], [("8.0", "4.0")], book_checksum(*a_after))]}
+    frames = [json.dumps(m, separators=(",", ":")) for m in (snapshot, update)]
+    keeper, rows, mismatches = _replay(v2, frames, book_depths={"A/USD": 10, "B/USD": 10})
+    assert mismatches == [] and keeper.verified == 5  # two snapshots, three items
+    assert all(r[-1] is True for r in rows)
+    assert keeper.books["A/USD"].top(10) == (a_after[0], a_after[1])
+    assert keeper.books["B/USD"].top(10) == (b_after[0], b_after[1])

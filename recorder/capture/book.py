@@ -193,41 +193,31 @@ class BookKeeper:
         mismatches: list[IntegrityFailure] = []
         end = len(rows)
         i = start
-        symbol = rows[start][_SYMBOL]
-        if rows[end - 1][_SYMBOL] == symbol:  # nearly always: one symbol per message
-            result = self._apply(rows, start, end, symbol)
+        while i < end:
+            first = rows[i]
+            symbol = first[_SYMBOL]
+            if end - i <= 2 and rows[end - 1][_SYMBOL] == symbol:
+                j = end  # nearly always: the message's one or two rows, one symbol
+            else:
+                j = i + 1
+                while j < end and rows[j][_SYMBOL] == symbol:
+                    j += 1
+            result = self._apply(rows, i, j, first, symbol)
             if result is True:
-                for k in range(start, end):  # _mark, inlined for the usual verdict
+                for k in range(i, j):  # _mark, inlined for the usual verdict
                     r = rows[k]
                     if r[_VERIFIED] is not True:
                         rows[k] = r[:_VERIFIED] + _SUFFIX[True]
-                return mismatches
-            if result is None:
-                return mismatches
-            if result.__class__ is IntegrityFailure:
-                mismatches.append(result)
-                result = False
-            _mark(rows, start, end, result)
-            return mismatches
-        while i < end:
-            symbol = rows[i][_SYMBOL]
-            j = i
-            while j < end and rows[j][_SYMBOL] == symbol:
-                j += 1
-            result = self._apply(rows, i, j, symbol)
-            if isinstance(result, IntegrityFailure):
-                mismatches.append(result)
-                verified = False
-            else:
-                verified = result
-            if verified is not None:
-                _mark(rows, i, j, verified)
+            elif result is not None:
+                if result.__class__ is IntegrityFailure:
+                    mismatches.append(result)
+                    result = False
+                _mark(rows, i, j, result)
             i = j
         return mismatches
 
-    def _apply(self, rows: list[tuple], i: int, j: int,
+    def _apply(self, rows: list[tuple], i: int, j: int, first: tuple,
                symbol: str) -> bool | None | IntegrityFailure:
-        first = rows[i]
         book = self.books.get(symbol)
         if first[_SNAPSHOT]:
             if book is not None and not book.healthy:
