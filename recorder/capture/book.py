@@ -134,7 +134,7 @@ class _Side:
         return top
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the keeper reads six attributes of a book per message
 class Book:
     depth: int | None
     level_bytes: Callable[[str, str], bytes] = _no_text
@@ -163,6 +163,7 @@ class BookKeeper:
     def __init__(self, rule: BookRule) -> None:
         self.rule = rule
         self._level_bytes = rule.level_bytes or _no_text
+        self._verify = rule.verify
         self.books: dict[str, Book] = {}
         self.verified = 0
         self.mismatches = 0
@@ -244,7 +245,7 @@ class BookKeeper:
         book.last_ok = False
         if not book.healthy:
             return False
-        verdict = self.rule.verify(book, first)
+        verdict = self._verify(book, first)
         if verdict is True:
             self.verified += 1
             book.last_ok = True
