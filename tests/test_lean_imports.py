@@ -38,3 +38,9 @@ def test_pyarrow_loads_pandas_and_numpy_unless_kept_out():
 def test_keep_out_leaves_loaded_modules_alone():
     setup = "import pandas\nfrom recorder.core.lean_imports import keep_out; keep_out()"
     assert _loaded(setup) == (True, True)
+
+
+def test_allowed_by_environment(monkeypatch):
+    monkeypatch.setenv("RECORDER_COLLECTOR_IMPORTS", "numpy")
+    assert _loaded("from recorder.core.lean_imports import keep_out; keep_out()") == (
+        False, True)

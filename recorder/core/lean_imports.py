@@ -14,6 +14,7 @@ collector runs (conversion to Arrow, IPC journal, Parquet, S3, the table catalog
 from __future__ import annotations
 
 import importlib.abc
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,12 +27,21 @@ class _Refuse(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         if fullname.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"{fullname} is kept out of this process", name=fullname)
+            raise ModuleNotFoundError(f"{fullname} is kept out of this process (set "
+                                      f"{ALLOW_ENV}={fullname.partition('.')[0]} to allow it)",
+                                      name=fullname)
         return None
 
 
+# A comma-separated list of the names above a process may import after all (an exchange
+# plugin that needs numpy, say).
+ALLOW_ENV = "RECORDER_COLLECTOR_IMPORTS"
+
+
 def keep_out(names: Sequence[str] = COLLECTOR_UNNEEDED) -> None:
-    """Make ``import name`` fail in this process (for names not imported yet)."""
-    names = [n for n in names if n not in sys.modules]
+    """Make ``import name`` fail in this process (for names not imported yet and not
+    allowed by ``$RECORDER_COLLECTOR_IMPORTS``)."""
+    allowed = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",")}
+    names = [n for n in names if n not in sys.modules and n not in allowed]
     if names and not any(isinstance(f, _Refuse) for f in sys.meta_path):
         sys.meta_path.insert(0, _Refuse(names))
