@@ -86,15 +86,6 @@ def _text_column(values: Sequence, exact_text: Callable[[object], str | None],
 
 def _as_strings(values: Sequence) -> tuple[pa.Array, list[tuple[int, str, str]]]:
     """Text column; anything that is not text (or None) is nulled and reported."""
-    n = len(values)
-    if n > 1:
-        first = values[0]
-        # One value all along (a batch's exchange, often its symbol): repeated in Arrow,
-        # twenty times cheaper than converting each. Two probes first, so a column of
-        # many values does not pay for the full count.
-        if first.__class__ is str and values[-1] == first and values[n >> 1] == first \
-                and values.count(first) == n:
-            return pa.repeat(pa.scalar(first, pa.string()), n), []
     return _text_column(values, lambda v: None, "not text")
 
 
@@ -273,7 +264,44 @@ def _per_value(values: Sequence, typ: pa.DataType, accept: Callable[[object], bo
     return pa.array(clean, typ), bad
 
 
+# Kinds whose one repeated value can be stored as is: exactly that Python type, and no
+# conversion beyond range (checked by building the scalar).
+_REPEATABLE = {"str": str, "text": str, "bool": bool, "int64": int, "int32": int, "uint32": int}
+
+
+def _one_value(kind: str, typ: pa.DataType, values: Sequence) -> pa.Array | None:
+    """The column when every value is the same None, text, bool or int (a batch's exchange,
+    depth, republish flag, a sequence Kraken does not have): built in Arrow at once, not
+    converted value by value. None when the column varies or needs its full conversion."""
+    n = len(values)
+    if n < 2:
+        return None
+    first = values[0]
+    # Two probes first, so a column of many values does not pay for the full count.
+    if values[-1] is not first and values[-1] != first or values[n >> 1] != first:
+        return None
+    if first is None:
+        if values.count(None) == n:
+            return pa.nulls(n, typ)
+        return None
+    if first.__class__ is not _REPEATABLE.get(kind) or values.count(first) != n:
+        return None
+    if kind == "text" and typ != pa.string():
+        return None
+    try:
+        scalar = pa.scalar(first, typ)
+    except _ARROW_ERRORS:
+        return None  # out of range: the full conversion reports it
+    # count() compares with ==: 1 == True, so check the types of what it matched.
+    if first.__class__ is not str and set(map(type, values)) != {first.__class__}:
+        return None
+    return pa.repeat(scalar, n)
+
+
 def _column(kind: str, typ: pa.DataType, values: Sequence):
+    same = _one_value(kind, typ, values)
+    if same is not None:
+        return same, []
     if kind == "str":
         return _as_strings(values)
     if kind == "text":

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import psutil
 import pytest
 import websocket
@@ -255,6 +256,15 @@ _FILL_COLUMNS = ("exchange, symbol, epoch_us(ts_exchange), order_id, trade_id, s
                  "qty, cost, fee, fee_currency, liquidity, ord_type, exec_id")
 
 
+def _order_updates(data: Path) -> int:
+    """Order events (not snapshot rows) recorded so far; 0 before the table exists."""
+    try:
+        return db(data).execute("SELECT count(*) FROM orders WHERE NOT is_snapshot"
+                                ).fetchone()[0]
+    except duckdb.Error:
+        return 0
+
+
 def _recorded(data: Path) -> list[tuple]:
     return db(data).execute(f"SELECT {_FILL_COLUMNS} FROM fills").fetchall()
 
@@ -306,7 +316,9 @@ def test_fills_and_orders_recorded_value_for_value(tmp_path, api):
         proc = _start(cfg, data)
         try:
             _wait(lambda: _private_connections(sim, api) == 2, what="private connection")
-            time.sleep(3.0)
+            # Live order events recorded (queryable from the journal), not a fixed time: on
+            # a loaded machine the subscription alone can take seconds.
+            _wait(lambda: _order_updates(data) >= 3, timeout=30.0, what="order events")
             titles = _titles(proc.pid)
             _freeze(sim)
         finally:

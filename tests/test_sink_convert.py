@@ -149,3 +149,26 @@ def test_columns_interface_matches_rows() -> None:
     by_rows, _ = rows_to_batch("spread", rows)
     by_cols, _ = columns_to_batch("spread", [list(c) for c in zip(*rows, strict=True)])
     assert by_rows.equals(by_cols)
+
+
+def test_one_value_columns_are_the_same_as_converted_one_by_one():
+    """A column of one repeated value is built at once; nothing about it may differ from the
+    value-by-value conversion, and a value of the wrong type still goes through it."""
+    from sinks.convert import rows_to_batch
+
+    n = 50
+    base = ("kraken", "BTC/USD", "2026-12-07T00:00:00.000001Z", 1_765_000_000_000_000,
+            "bid", "100.5", "0.25", False, 7, 12345, False, 10, None, True)
+    same, problems = rows_to_batch("book", [base] * n)
+    assert not problems
+    varied = [base[:8] + (i,) + base[9:] for i in range(n)]  # update_id varies
+    other, _ = rows_to_batch("book", varied)
+    for name in ("exchange", "symbol", "republish", "depth", "sequence", "verified"):
+        assert same.column(name).type == other.column(name).type
+        assert same.column(name).to_pylist() == other.column(name).to_pylist()
+    # 1 == True: a repeated int in a bool column is still refused, not stored as true.
+    ints, problems = rows_to_batch("book", [base[:10] + (1,) + base[11:]] * n)
+    assert ints.column("republish").null_count == n and len(problems) == n
+    # Out of range for int32 (depth): reported, not wrapped.
+    big, problems = rows_to_batch("book", [base[:11] + (2**40,) + base[12:]] * n)
+    assert big.column("depth").null_count == n and {p.column for p in problems} == {"depth"}
