@@ -39,6 +39,7 @@ E2E_MODULES = {
     "test_toy_exchange", "test_rotation", "test_metrics_e2e", "test_status_page_e2e",
     "test_live_commands", "test_scale_scenario", "test_object_store_e2e",
     "test_catalog_e2e", "test_catalog_postgres", "test_spark_export", "test_many_hosts_e2e",
+    "test_process_entry",
 }
 E2E_TESTS = {
     "test_cli_reports_config_error_and_exits_2",
