@@ -204,11 +204,15 @@ class BookKeeper:
                 while j < end and rows[j][_SYMBOL] == symbol:
                     j += 1
             result = self._apply(rows, i, j, first, symbol)
-            if result is True:
-                for k in range(i, j):  # _mark, inlined for the usual verdict
-                    r = rows[k]
-                    if r[_VERIFIED] is not True:
-                        rows[k] = r[:_VERIFIED] + _SUFFIX[True]
+            if result is True:  # _mark, inlined for the usual verdict
+                if j - i == 1:
+                    if first[_VERIFIED] is not True:
+                        rows[i] = first[:_VERIFIED] + _SUFFIX[True]
+                else:
+                    for k in range(i, j):
+                        r = rows[k]
+                        if r[_VERIFIED] is not True:
+                            rows[k] = r[:_VERIFIED] + _SUFFIX[True]
             elif result is not None:
                 if result.__class__ is IntegrityFailure:
                     mismatches.append(result)
