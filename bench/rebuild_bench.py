@@ -44,7 +44,7 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
 
     rng = random.Random(seed)
     # No checksum text per level: this book only orders levels and cuts the depth.
-    asks, bids = _Side(1.0, lambda p, q: b""), _Side(-1.0, lambda p, q: b"")
+    asks, bids = _Side(1.0, None), _Side(-1.0, None)
     step = round(S / rate)
     mid = 500_000  # in 0.1 ticks: 50000.0
     t, uid = T0, 1

@@ -48,10 +48,6 @@ def _mark(rows: list[tuple], i: int, j: int, verified: bool) -> None:
             rows[k] = r[:_VERIFIED] + suffix
 
 
-def _no_text(price: str, qty: str) -> bytes:
-    return b""
-
-
 class _Side:
     """One side of a book, best level first (bids store negated keys).
 
@@ -65,11 +61,11 @@ class _Side:
 
     def __init__(self, sign: float, level_bytes: Callable[[str, str], bytes] | None) -> None:
         self.sign = sign
-        self.level_bytes = None if level_bytes is _no_text else level_bytes
+        self.level_bytes = level_bytes
         self.keys: list[float] = []
         self.levels: dict[float, tuple[str, str]] = {}  # price text, qty text
         # The level's text for the rule, aligned with ``keys``; computed once per change.
-        self.texts: list[bytes] | None = [] if self.level_bytes is not None else None
+        self.texts: list[bytes] | None = [] if level_bytes is not None else None
         self.text: bytes | None = None
         # A rule may keep a value computed from ``text`` here (Kraken: the asks' CRC32);
         # None whenever ``text`` is.
@@ -108,12 +104,7 @@ class _Side:
 
     def truncate(self, depth: int | None) -> None:
         # Subscribed depths are at least 10, so this never changes the top 10.
-        keys = self.keys
-        if depth is not None and len(keys) == depth + 1:  # the usual: one level pushed out
-            del self.levels[keys.pop()]
-            if self.texts is not None:
-                self.texts.pop()
-        elif depth is not None and len(keys) > depth:
+        if depth is not None and len(self.keys) > depth:
             levels = self.levels
             for key in self.keys[depth:]:
                 del levels[key]
@@ -137,7 +128,7 @@ class _Side:
 @dataclass(slots=True)  # slots: the keeper reads six attributes of a book per message
 class Book:
     depth: int | None
-    level_bytes: Callable[[str, str], bytes] = _no_text
+    level_bytes: Callable[[str, str], bytes] | None = None
     asks: _Side = field(init=False)
     bids: _Side = field(init=False)
     # False from a mismatch until the next snapshot: the book is known to be wrong.
@@ -162,7 +153,7 @@ class BookKeeper:
 
     def __init__(self, rule: BookRule) -> None:
         self.rule = rule
-        self._level_bytes = rule.level_bytes or _no_text
+        self._level_bytes = rule.level_bytes
         self._verify = rule.verify
         self.books: dict[str, Book] = {}
         self.verified = 0
@@ -204,15 +195,9 @@ class BookKeeper:
                 while j < end and rows[j][_SYMBOL] == symbol:
                     j += 1
             result = self._apply(rows, i, j, first, symbol)
-            if result is True:  # _mark, inlined for the usual verdict
-                if j - i == 1:
-                    if first[_VERIFIED] is not True:
-                        rows[i] = first[:_VERIFIED] + _SUFFIX[True]
-                else:
-                    for k in range(i, j):
-                        r = rows[k]
-                        if r[_VERIFIED] is not True:
-                            rows[k] = r[:_VERIFIED] + _SUFFIX[True]
+            if result is True and j - i == 1:  # the usual: one row, verified (_mark inlined)
+                if first[_VERIFIED] is not True:
+                    rows[i] = first[:_VERIFIED] + _SUFFIX[True]
             elif result is not None:
                 if result.__class__ is IntegrityFailure:
                     mismatches.append(result)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from recorder.core.events import detail, event, new_rows
 from recorder.exchanges.base import Control, Subscription
 from recorder.exchanges.kraken.pairs import canonical_symbol
 
-__all__ = ["BOOK_DEPTHS", "CANONICAL", "CHANNELS", "Control", "EXCHANGE", "OHLC_INTERVALS",
+__all__ = ["BOOK_DEPTHS", "CHANNELS", "Control", "EXCHANGE", "OHLC_INTERVALS",
            "PRIVATE_CHANNELS", "PUBLIC_CHANNELS", "Subscription", "canonical", "detail",
            "epoch_us", "event", "new_rows"]
 
@@ -25,21 +27,12 @@ def epoch_us(text: str | None) -> int | None:
     microseconds, exactly (digits beyond the microsecond are dropped, as for ISO text)."""
     if text is None:
         return None
-    if text[-7:-6] == ".":  # nearly always: six decimals
+    if len(text) > 7 and text[-7] == ".":  # nearly always: six decimals
         return int(text[:-7] + text[-6:])
     seconds, _, frac = text.partition(".")
     return int(seconds) * 1_000_000 + int((frac + "000000")[:6])
 
 
-# v1 pair name -> canonical symbol. A plain dict: the receive loop reads it for every frame
-# (``CANONICAL.get(pair) or canonical(pair)``), and an lru_cache call cost three times more.
-CANONICAL: dict[str, str] = {}
-
-
+@lru_cache(maxsize=4096)
 def canonical(name: str) -> str:
-    symbol = CANONICAL.get(name)
-    if symbol is None:
-        if len(CANONICAL) >= 4096:  # pairs come from the exchange: bound what it can make us keep
-            CANONICAL.clear()
-        symbol = CANONICAL[name] = canonical_symbol(name)
-    return symbol
+    return canonical_symbol(name)

@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 
 from recorder.exchanges.kraken.common import (
-    CANONICAL,
     EXCHANGE,
     Control,
     Subscription,
@@ -90,8 +89,7 @@ def parse(msg: Any, ts_recv: int, update_id: int, out: dict[str, list[tuple]]) -
         if type(msg[-1]) is not str:
             return _private(msg, ts_recv, out)
         name = msg[-2]
-        pair = msg[-1]
-        symbol = CANONICAL.get(pair) or canonical(pair)
+        symbol = canonical(msg[-1])
         depth = _BOOK_DEPTHS.get(name)
         if depth is not None or name.startswith("book"):
             _book(msg, symbol, depth or int(name[5:]), ts_recv, update_id, out["book"])
@@ -145,15 +143,9 @@ def _book(msg: list, symbol: str, depth: int, ts_recv: int, update_id: int,
     # it and marks the rows False when the book does not match.
     claimed = crc is not None
     for part in parts:
-        levels = part.get("a")
-        if levels:
-            for lv in levels:
-                append((EXCHANGE, symbol, lv[2], ts_recv, "ask", lv[0], lv[1], False,
-                        update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None, claimed))
-        levels = part.get("b")
-        if levels:
-            for lv in levels:
-                append((EXCHANGE, symbol, lv[2], ts_recv, "bid", lv[0], lv[1], False,
+        for side, key in (("ask", "a"), ("bid", "b")):
+            for lv in part.get(key) or ():
+                append((EXCHANGE, symbol, lv[2], ts_recv, side, lv[0], lv[1], False,
                         update_id, crc, len(lv) > 3 and lv[3] == "r", depth, None, claimed))
 
 

@@ -178,22 +178,12 @@ def _book(msg: dict, ts_recv: int, update_id: int, rows: list[tuple],
         # What the frame claims: verified when it carries a checksum. The book keeper
         # compares it and marks the rows False when the book does not match.
         claimed = crc is not None
-        # The two sides written out: a loop over them cost a tenth of the parse.
-        levels = d.get("bids")
-        if levels:
-            for lv in levels:
+        for side, key in (("bid", "bids"), ("ask", "asks")):
+            for lv in d.get(key) or ():
                 price, qty = lv["price"], lv["qty"]
                 if price.__class__ is not str or qty.__class__ is not str:
                     price, qty = _text(price), _text(qty)
-                append((EXCHANGE, symbol, ts, ts_recv, "bid", price, qty, snapshot, update_id,
-                        crc, False, depth, None, claimed))
-        levels = d.get("asks")
-        if levels:
-            for lv in levels:
-                price, qty = lv["price"], lv["qty"]
-                if price.__class__ is not str or qty.__class__ is not str:
-                    price, qty = _text(price), _text(qty)
-                append((EXCHANGE, symbol, ts, ts_recv, "ask", price, qty, snapshot, update_id,
+                append((EXCHANGE, symbol, ts, ts_recv, side, price, qty, snapshot, update_id,
                         crc, False, depth, None, claimed))
 
 
