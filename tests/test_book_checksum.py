@@ -100,3 +100,41 @@ def test_items_of_one_message_verified_each_against_its_own_book():
     assert all(r[-1] is True for r in rows)
     assert keeper.books["A/USD"].top(10) == (a_after[0], a_after[1])
     assert keeper.books["B/USD"].top(10) == (b_after[0], b_after[1])
+
+
+def test_a_side_remembering_prices_stays_exact_and_bounded(monkeypatch):
+    """Price texts a side remembers (sort key and checksum part) never change what it
+    holds: checked against a book rebuilt from scratch after each of 20,000 random updates
+    on a walking price cut to 10 levels, with the same price sent in two spellings and a
+    memory small enough to be forgotten many times over."""
+    import random
+
+    from recorder.capture import book as book_module
+    from recorder.exchanges.kraken.checksum import digits, level_bytes
+
+    monkeypatch.setattr(book_module, "_PRICES_REMEMBERED", 40)
+    rng = random.Random(7)
+    side = book_module._Side(-1.0, digits, digits)  # bids: best (highest) first
+    reference: dict[float, tuple[str, str]] = {}
+    mid, clears, largest = 50_000, 0, 0
+    for _ in range(20_000):
+        mid += rng.choice((-1, 0, 1))
+        tick = mid - rng.randrange(0, 30)
+        price = f"{tick / 10:.1f}" if rng.random() < 0.5 else f"{tick / 10:.2f}"
+        qty = "0.00000000" if rng.random() < 0.3 else f"{rng.randrange(1, 10**6) / 10**6:.8f}"
+        before = len(side.prices)
+        side.apply(price, qty)
+        side.truncate(10)
+        clears += len(side.prices) < before
+        largest = max(largest, len(side.prices))
+        if float(qty) == 0:
+            reference.pop(float(price), None)
+        else:
+            reference[float(price)] = (price, qty)
+        best = sorted(reference, reverse=True)
+        for k in best[10:]:  # the subscribed depth, as the keeper cuts it
+            del reference[k]
+        best = best[:10]
+        assert side.top(len(best)) == [reference[k] for k in best]
+        assert side.top_text() == b"".join(level_bytes(*reference[k]) for k in best[:10])
+    assert clears > 10 and largest <= 40

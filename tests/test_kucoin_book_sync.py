@@ -305,7 +305,7 @@ def test_book_rule():
     s.feed(snapshot(1, asks=[["101", "1"]], depth=100))
     first = s.calls[-1][0]
     assert RULE.max_depth(first) is None and RULE.verify(None, first) is True
-    assert RULE.failure_kind == "sequence_gap" and RULE.level_bytes is None
+    assert RULE.failure_kind == "sequence_gap" and RULE.price_bytes is RULE.qty_bytes is None
     out = new_rows()
     Parser().parse(decode(_line(26).encode()), 1, 1, out)
     top = out["book"][0]
@@ -322,7 +322,7 @@ def test_rows_through_the_runtime_book_keeper():
     s.feed(l2(3, 3, bids=[("98", "2", "3")]))
     for rows in s.calls:
         if rows:
-            assert keeper.process(rows, 0) == []
+            assert list(keeper.process(rows, 0)) == []
             assert all(r[VERIFIED] is True for r in rows)
     asks, bids = keeper.books["BTC/USDT"].top(10)
     assert asks == [("101", "1")] and bids == [("99", "1"), ("98", "2")]

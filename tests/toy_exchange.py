@@ -42,7 +42,7 @@ class LevelCountRule:
     """The toy's integrity rule: the book holds as many levels as the message says."""
 
     failure_kind = "level_count_mismatch"
-    level_bytes = None
+    price_bytes = qty_bytes = None
 
     def max_depth(self, first_row: tuple) -> int | None:
         return None

@@ -3,8 +3,9 @@
 Each book holds the exact price and quantity text per level keyed by a numeric sort key.
 Updates are applied in wire order, each side is cut back to the depth the rule names (Kraken
 sends no delete for levels that fall out of scope), then the rule judges the book: Kraken's
-compares a CRC32 of the top 10 levels' wire text (``level_bytes``, cached per level) with
-the exchange's; KuCoin's trusts the sequence continuity its parser already checked.
+compares a CRC32 of the top 10 levels' wire text (``price_bytes`` + ``qty_bytes``, kept per
+level) with the exchange's; KuCoin's trusts the sequence continuity its parser already
+checked.
 
 The keeper also hands out checkpoints (``checkpoint_rows``): every kept level of each book
 that currently verifies, so a rebuild can start there instead of at the last exchange
@@ -13,8 +14,8 @@ snapshot (Kraken sends one only on (re)subscribe; see recorder/analysis/rebuild.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from recorder.core.schema import TABLES, column_index
@@ -35,6 +36,11 @@ assert _VERIFIED == len(TABLES["book"]) - 1
 
 
 _SUFFIX = {True: (True,), False: (False,)}
+_NO_FAILURES: tuple = ()
+# Price texts a side remembers before it forgets them all. A depth-10 book hits 84-87 % of
+# its updates with 100 (real Kraken captures) and no more with 4,096; a larger memory
+# would cost the 600-pair scale job about 1 MB per 5 pairs, or double a deep book.
+_PRICES_REMEMBERED = 100
 
 
 def _mark(rows: list[tuple], i: int, j: int, verified: bool) -> None:
@@ -55,26 +61,48 @@ class _Side:
     so the side's top-10 text is one slice and join; it is cached (``text``) and rebuilt
     only after a change within the top 10, so an update on one side leaves the other
     side's text as it was.
+
+    ``prices`` remembers each price text seen on this side with its sort key and its part
+    of the level text: parsing the price (``float``) and its text were 40 % of applying a
+    level, and a book's levels come back to the same prices all the time (in the real
+    Kraken captures 87-90 % of updates name a price seen earlier in the capture). It is
+    cleared when full (``_PRICES_REMEMBERED``).
     """
 
-    __slots__ = ("keys", "levels", "texts", "sign", "text", "level_bytes", "crc")
+    __slots__ = ("keys", "levels", "texts", "sign", "text", "qty_bytes", "price_bytes",
+                 "crc", "prices")
 
-    def __init__(self, sign: float, level_bytes: Callable[[str, str], bytes] | None) -> None:
+    def __init__(self, sign: float, price_bytes: Callable[[str], bytes] | None = None,
+                 qty_bytes: Callable[[str], bytes] | None = None) -> None:
+        if (price_bytes is None) != (qty_bytes is None):
+            raise ValueError("a level text needs both price_bytes and qty_bytes")
         self.sign = sign
-        self.level_bytes = level_bytes
+        self.price_bytes = price_bytes
+        self.qty_bytes = qty_bytes
         self.keys: list[float] = []
         self.levels: dict[float, tuple[str, str]] = {}  # price text, qty text
         # The level's text for the rule, aligned with ``keys``; computed once per change.
-        self.texts: list[bytes] | None = [] if level_bytes is not None else None
+        self.texts: list[bytes] | None = [] if qty_bytes is not None else None
         self.text: bytes | None = None
         # A rule may keep a value computed from ``text`` here (Kraken: the asks' CRC32);
         # None whenever ``text`` is.
         self.crc: int | None = None
+        self.prices: dict[str, tuple[float, bytes | None]] = {}
+
+    def _learn(self, price: str) -> tuple[float, bytes | None]:
+        prices = self.prices
+        if len(prices) >= _PRICES_REMEMBERED:
+            prices.clear()
+        pb = self.price_bytes
+        known = prices[price] = (float(price) * self.sign, pb(price) if pb else None)
+        return known
 
     def apply(self, price: str, qty: str) -> None:
-        key = float(price) * self.sign
+        known = self.prices.get(price)
+        if known is None:
+            known = self._learn(price)
+        key = known[0]
         levels = self.levels
-        texts = self.texts
         # Zero: no digit but 0 before any exponent ("0", "0.00000000", "0E-8"); half the
         # cost of float(qty) == 0.
         if qty.strip("0.")[:1] in "eE":
@@ -82,23 +110,21 @@ class _Side:
                 keys = self.keys
                 i = bisect_left(keys, key)
                 del keys[i]
-                if texts is not None:
-                    del texts[i]
+                if self.texts is not None:
+                    del self.texts[i]
                 if i < 10:
                     self.text = self.crc = None
             return
         levels[key] = (price, qty)
-        if texts is None:
-            if len(levels) > len(self.keys):  # a new level
-                insort(self.keys, key)
-            return
         keys = self.keys
         i = bisect_left(keys, key)
-        if len(levels) > len(keys):
+        qty_bytes = self.qty_bytes
+        if len(levels) > len(keys):  # a new level
             keys.insert(i, key)
-            texts.insert(i, self.level_bytes(price, qty))
-        else:
-            texts[i] = self.level_bytes(price, qty)
+            if qty_bytes is not None:
+                self.texts.insert(i, known[1] + qty_bytes(qty))
+        elif qty_bytes is not None:
+            self.texts[i] = known[1] + qty_bytes(qty)
         if i < 10:
             self.text = self.crc = None
 
@@ -128,7 +154,8 @@ class _Side:
 @dataclass(slots=True)  # slots: the keeper reads six attributes of a book per message
 class Book:
     depth: int | None
-    level_bytes: Callable[[str, str], bytes] | None = None
+    price_bytes: Callable[[str], bytes] | None = None
+    qty_bytes: Callable[[str], bytes] | None = None
     asks: _Side = field(init=False)
     bids: _Side = field(init=False)
     # False from a mismatch until the next snapshot: the book is known to be wrong.
@@ -141,8 +168,8 @@ class Book:
     checkpointed: int | None = None
 
     def __post_init__(self) -> None:
-        self.asks = _Side(1.0, self.level_bytes)
-        self.bids = _Side(-1.0, self.level_bytes)
+        self.asks = _Side(1.0, self.price_bytes, self.qty_bytes)
+        self.bids = _Side(-1.0, self.price_bytes, self.qty_bytes)
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return self.asks.top(n), self.bids.top(n)
@@ -153,7 +180,7 @@ class BookKeeper:
 
     def __init__(self, rule: BookRule) -> None:
         self.rule = rule
-        self._level_bytes = rule.level_bytes
+        self._text_rule = (rule.price_bytes, rule.qty_bytes)
         self._verify = rule.verify
         self.books: dict[str, Book] = {}
         self.verified = 0
@@ -176,47 +203,47 @@ class BookKeeper:
         book = self.books.get(symbol)
         return book.depth if book is not None else None
 
-    def process(self, rows: list[tuple], start: int) -> list[IntegrityFailure]:
+    def process(self, rows: list[tuple], start: int) -> Sequence[IntegrityFailure]:
         """Apply the book rows ``rows[start:]`` of one message, verify, and set ``verified``.
 
         Rows of one message may cover several symbols (v2 ``data`` arrays); each symbol's
-        levels are applied in wire order, then its checksum is compared once.
+        levels are applied in wire order, then its checksum is compared once. Returns the
+        books found wrong (the usual empty tuple allocates nothing).
         """
-        mismatches: list[IntegrityFailure] = []
         end = len(rows)
+        first = rows[start]
+        symbol = first[_SYMBOL]
+        if end - start <= 2 and rows[end - 1][_SYMBOL] == symbol:
+            # Nearly always: the message's one or two rows, one symbol.
+            failure = self._symbol_rows(rows, start, end, first, symbol)
+            return _NO_FAILURES if failure is None else [failure]
+        failures: list[IntegrityFailure] = []
         i = start
         while i < end:
             first = rows[i]
             symbol = first[_SYMBOL]
-            if end - i <= 2 and rows[end - 1][_SYMBOL] == symbol:
-                j = end  # nearly always: the message's one or two rows, one symbol
-            else:
-                j = i + 1
-                while j < end and rows[j][_SYMBOL] == symbol:
-                    j += 1
-            result = self._apply(rows, i, j, first, symbol)
-            if result is True and j - i == 1:  # the usual: one row, verified (_mark inlined)
-                if first[_VERIFIED] is not True:
-                    rows[i] = first[:_VERIFIED] + _SUFFIX[True]
-            elif result is not None:
-                if result.__class__ is IntegrityFailure:
-                    mismatches.append(result)
-                    result = False
-                _mark(rows, i, j, result)
+            j = i + 1
+            while j < end and rows[j][_SYMBOL] == symbol:
+                j += 1
+            failure = self._symbol_rows(rows, i, j, first, symbol)
+            if failure is not None:
+                failures.append(failure)
             i = j
-        return mismatches
+        return failures
 
-    def _apply(self, rows: list[tuple], i: int, j: int, first: tuple,
-               symbol: str) -> bool | None | IntegrityFailure:
+    def _symbol_rows(self, rows: list[tuple], i: int, j: int, first: tuple,
+                     symbol: str) -> IntegrityFailure | None:
+        """Apply ``rows[i:j]`` (one symbol's levels), judge the book, mark the rows."""
         book = self.books.get(symbol)
         if first[_SNAPSHOT]:
             if book is not None and not book.healthy:
                 self.recovered.append(symbol)
             self.snapshots.append(symbol)
-            book = self.books[symbol] = Book(self.rule.max_depth(first), self._level_bytes)
+            book = self.books[symbol] = Book(self.rule.max_depth(first), *self._text_rule)
         elif book is None:
             # An update before any snapshot (e.g. right after a resync request): unusable.
-            return False
+            _mark(rows, i, j, False)
+            return None
         asks, bids = book.asks, book.bids
         if j - i == 1:  # the usual update: one level
             (asks if first[_SIDE] == "ask" else bids).apply(first[_PRICE], first[_QTY])
@@ -231,20 +258,29 @@ class BookKeeper:
             if len(bids.keys) > depth:
                 bids.truncate(depth)
         book.last = first
-        book.last_ok = False
+        failure = None
         if not book.healthy:
-            return False
-        verdict = self._verify(book, first)
-        if verdict is True:
-            self.verified += 1
-            book.last_ok = True
-            return True
-        if verdict is None:
-            book.last_ok = None
-            return None
-        book.healthy = False
-        self.mismatches += 1
-        return IntegrityFailure(symbol, self.rule.failure_kind, verdict, first[_UPDATE_ID])
+            verdict = book.last_ok = False
+        else:
+            verdict = self._verify(book, first)
+            if verdict is True:
+                self.verified += 1
+                book.last_ok = True
+            elif verdict is None:
+                book.last_ok = None
+                return None  # nothing to compare: the rows keep what the parser wrote
+            else:
+                book.healthy = book.last_ok = False
+                self.mismatches += 1
+                failure = IntegrityFailure(symbol, self.rule.failure_kind, verdict,
+                                           first[_UPDATE_ID])
+                verdict = False
+        if j - i == 1:  # the usual: one row (_mark written out)
+            if first[_VERIFIED] is not verdict:
+                rows[i] = first[:_VERIFIED] + _SUFFIX[verdict]
+        else:
+            _mark(rows, i, j, verdict)
+        return failure
 
     def checkpoint_rows(self) -> list[tuple]:
         """Rows of the ``book_checkpoints`` table: every kept level (both sides, up to the

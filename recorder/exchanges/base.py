@@ -123,8 +123,10 @@ class BookRule(Protocol):
 
     # The events kind of a failure (``checksum_mismatch``, ``sequence_gap``).
     failure_kind: str
-    # Text kept per level for ``verify`` (None: nothing to keep).
-    level_bytes: Callable[[str, str], bytes] | None
+    # Text kept per level for ``verify``: ``price_bytes(price) + qty_bytes(qty)`` (both
+    # None: nothing to keep). The price's part is remembered per price text.
+    price_bytes: Callable[[str], bytes] | None
+    qty_bytes: Callable[[str], bytes] | None
 
     def max_depth(self, first_row: tuple) -> int | None:
         """Levels kept per side of a book that starts with this snapshot row (None: all)."""

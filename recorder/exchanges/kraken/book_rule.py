@@ -11,7 +11,7 @@ from typing import Any
 from zlib import crc32
 
 from recorder.core.schema import column_index
-from recorder.exchanges.kraken.checksum import level_bytes
+from recorder.exchanges.kraken.checksum import digits
 
 _CHECKSUM = column_index("book", "checksum")
 _DEPTH = column_index("book", "depth")
@@ -19,7 +19,8 @@ _DEPTH = column_index("book", "depth")
 
 class ChecksumRule:
     failure_kind = "checksum_mismatch"
-    level_bytes = staticmethod(level_bytes)
+    # A level's text: its price's digits then its quantity's.
+    price_bytes = qty_bytes = staticmethod(digits)
 
     def max_depth(self, first_row: tuple) -> int:
         return first_row[_DEPTH] or 1000

@@ -26,9 +26,15 @@ def level_text(price: str, qty: str) -> str:
     return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
 
 
+def digits(text: str) -> bytes:
+    """A price's or a quantity's part of a level's text, as ASCII bytes:
+    ``"0.00000500"`` -> ``b"500"``."""
+    return text.replace(".", "").lstrip("0").encode()
+
+
 def level_bytes(price: str, qty: str) -> bytes:
     """``level_text`` as ASCII bytes, ready to be joined and checksummed."""
-    return (price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")).encode()
+    return digits(price) + digits(qty)
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:

@@ -25,7 +25,7 @@ _VERIFIED = column_index("book", "verified")
 
 class SequenceRule:
     failure_kind = "sequence_gap"
-    level_bytes = None
+    price_bytes = qty_bytes = None
 
     def max_depth(self, first_row: tuple) -> int | None:
         """N for a top-N snapshot row (it has no sequence); None for a level2 book."""
