@@ -84,8 +84,8 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
             if t >= next_cp:
                 # What BookKeeper.checkpoint_rows() writes for this book.
                 n = len(asks.keys) + len(bids.keys)
-                cps = [("kraken", SYMBOL, t, uid, depth, name, s.levels[k][0], s.levels[k][1], n)
-                       for name, s in (("ask", asks), ("bid", bids)) for k in s.keys]
+                cps = [("kraken", SYMBOL, t, uid, depth, name, price, qty, n)
+                       for name, s in (("ask", asks), ("bid", bids)) for price, qty in s.levels]
                 sink.write("book_checkpoints", cps)
                 checkpoints += 1
                 next_cp = t + round(checkpoint_s * S)

@@ -55,7 +55,8 @@ def _mark(rows: list[tuple], i: int, j: int, verified: bool) -> None:
 
 
 class _Side:
-    """One side of a book, best level first (bids store negated keys).
+    """One side of a book, best level first: sorted sort keys (bids store negated prices)
+    and, aligned with them, each level's text.
 
     When the rule has a text per level (Kraken's checksum), ``texts`` holds it in key order,
     so the side's top-10 text is one slice and join; it is cached (``text``) and rebuilt
@@ -80,7 +81,9 @@ class _Side:
         self.price_bytes = price_bytes
         self.qty_bytes = qty_bytes
         self.keys: list[float] = []
-        self.levels: dict[float, tuple[str, str]] = {}  # price text, qty text
+        # Price text and quantity text of each level, aligned with ``keys``: a dict by key
+        # beside the list cost a lookup per update, and a loop to cut the depth.
+        self.levels: list[tuple[str, str]] = []
         # The level's text for the rule, aligned with ``keys``; computed once per change.
         self.texts: list[bytes] | None = [] if qty_bytes is not None else None
         self.text: bytes | None = None
@@ -102,44 +105,43 @@ class _Side:
         if known is None:
             known = self._learn(price)
         key = known[0]
-        levels = self.levels
+        keys = self.keys
+        i = bisect_left(keys, key)
+        found = i < len(keys) and keys[i] == key
         # Zero: no digit but 0 before any exponent ("0", "0.00000000", "0E-8"); half the
         # cost of float(qty) == 0.
         if qty.strip("0.")[:1] in "eE":
-            if levels.pop(key, None) is not None:
-                keys = self.keys
-                i = bisect_left(keys, key)
+            if found:
                 del keys[i]
+                del self.levels[i]
                 if self.texts is not None:
                     del self.texts[i]
                 if i < 10:
                     self.text = self.crc = None
             return
-        levels[key] = (price, qty)
-        keys = self.keys
-        i = bisect_left(keys, key)
         qty_bytes = self.qty_bytes
-        if len(levels) > len(keys):  # a new level
+        if found:
+            self.levels[i] = (price, qty)
+            if qty_bytes is not None:
+                self.texts[i] = known[1] + qty_bytes(qty)
+        else:
             keys.insert(i, key)
+            self.levels.insert(i, (price, qty))
             if qty_bytes is not None:
                 self.texts.insert(i, known[1] + qty_bytes(qty))
-        elif qty_bytes is not None:
-            self.texts[i] = known[1] + qty_bytes(qty)
         if i < 10:
             self.text = self.crc = None
 
     def truncate(self, depth: int | None) -> None:
         # Subscribed depths are at least 10, so this never changes the top 10.
         if depth is not None and len(self.keys) > depth:
-            levels = self.levels
-            for key in self.keys[depth:]:
-                del levels[key]
             del self.keys[depth:]
+            del self.levels[depth:]
             if self.texts is not None:
                 del self.texts[depth:]
 
     def top(self, n: int) -> list[tuple[str, str]]:
-        return list(map(self.levels.__getitem__, self.keys[:n]))
+        return self.levels[:n]
 
     def top_text(self) -> bytes:
         """The rule's text of the top 10 levels, joined (``text`` holds it until the top
@@ -203,37 +205,28 @@ class BookKeeper:
         book = self.books.get(symbol)
         return book.depth if book is not None else None
 
-    def process(self, rows: list[tuple], start: int) -> Sequence[IntegrityFailure]:
-        """Apply the book rows ``rows[start:]`` of one message, verify, and set ``verified``.
+    def process(self, rows: list[tuple], start: int,
+                end: int | None = None) -> Sequence[IntegrityFailure]:
+        """Apply the book rows ``rows[start:end]`` of one message, verify, and set
+        ``verified``. Returns the books found wrong (the usual empty tuple allocates
+        nothing).
 
         Rows of one message may cover several symbols (v2 ``data`` arrays); each symbol's
-        levels are applied in wire order, then its checksum is compared once. Returns the
-        books found wrong (the usual empty tuple allocates nothing).
+        levels are applied in wire order, then its checksum is compared once.
         """
-        end = len(rows)
+        if end is None:
+            end = len(rows)
         first = rows[start]
         symbol = first[_SYMBOL]
-        if end - start <= 2 and rows[end - 1][_SYMBOL] == symbol:
-            # Nearly always: the message's one or two rows, one symbol.
-            failure = self._symbol_rows(rows, start, end, first, symbol)
-            return _NO_FAILURES if failure is None else [failure]
-        failures: list[IntegrityFailure] = []
-        i = start
-        while i < end:
-            first = rows[i]
-            symbol = first[_SYMBOL]
-            j = i + 1
+        if end - start > 2:
+            j = start + 1
             while j < end and rows[j][_SYMBOL] == symbol:
                 j += 1
-            failure = self._symbol_rows(rows, i, j, first, symbol)
-            if failure is not None:
-                failures.append(failure)
-            i = j
-        return failures
-
-    def _symbol_rows(self, rows: list[tuple], i: int, j: int, first: tuple,
-                     symbol: str) -> IntegrityFailure | None:
-        """Apply ``rows[i:j]`` (one symbol's levels), judge the book, mark the rows."""
+            if j < end:
+                return self._by_symbol(rows, start, end)
+        elif rows[end - 1][_SYMBOL] != symbol:
+            return self._by_symbol(rows, start, end)
+        # Nearly always here: a message's rows of one symbol.
         book = self.books.get(symbol)
         if first[_SNAPSHOT]:
             if book is not None and not book.healthy:
@@ -242,13 +235,13 @@ class BookKeeper:
             book = self.books[symbol] = Book(self.rule.max_depth(first), *self._text_rule)
         elif book is None:
             # An update before any snapshot (e.g. right after a resync request): unusable.
-            _mark(rows, i, j, False)
-            return None
+            _mark(rows, start, end, False)
+            return _NO_FAILURES
         asks, bids = book.asks, book.bids
-        if j - i == 1:  # the usual update: one level
+        if end - start == 1:  # the usual update: one level
             (asks if first[_SIDE] == "ask" else bids).apply(first[_PRICE], first[_QTY])
         else:
-            for k in range(i, j):
+            for k in range(start, end):
                 r = rows[k]
                 (asks if r[_SIDE] == "ask" else bids).apply(r[_PRICE], r[_QTY])
         depth = book.depth
@@ -258,7 +251,7 @@ class BookKeeper:
             if len(bids.keys) > depth:
                 bids.truncate(depth)
         book.last = first
-        failure = None
+        failures = _NO_FAILURES
         if not book.healthy:
             verdict = book.last_ok = False
         else:
@@ -268,19 +261,33 @@ class BookKeeper:
                 book.last_ok = True
             elif verdict is None:
                 book.last_ok = None
-                return None  # nothing to compare: the rows keep what the parser wrote
+                return _NO_FAILURES  # nothing to compare: the rows keep what the parser wrote
             else:
                 book.healthy = book.last_ok = False
                 self.mismatches += 1
-                failure = IntegrityFailure(symbol, self.rule.failure_kind, verdict,
-                                           first[_UPDATE_ID])
+                failures = [IntegrityFailure(symbol, self.rule.failure_kind, verdict,
+                                             first[_UPDATE_ID])]
                 verdict = False
-        if j - i == 1:  # the usual: one row (_mark written out)
+        if end - start == 1:  # the usual: one row (_mark written out)
             if first[_VERIFIED] is not verdict:
-                rows[i] = first[:_VERIFIED] + _SUFFIX[verdict]
+                rows[start] = first[:_VERIFIED] + _SUFFIX[verdict]
         else:
-            _mark(rows, i, j, verdict)
-        return failure
+            _mark(rows, start, end, verdict)
+        return failures
+
+    def _by_symbol(self, rows: list[tuple], start: int,
+                   end: int) -> list[IntegrityFailure]:
+        """``process`` for each symbol's run of rows in turn."""
+        failures: list[IntegrityFailure] = []
+        i = start
+        while i < end:
+            symbol = rows[i][_SYMBOL]
+            j = i + 1
+            while j < end and rows[j][_SYMBOL] == symbol:
+                j += 1
+            failures += self.process(rows, i, j)
+            i = j
+        return failures
 
     def checkpoint_rows(self) -> list[tuple]:
         """Rows of the ``book_checkpoints`` table: every kept level (both sides, up to the
@@ -306,6 +313,5 @@ class BookKeeper:
             book.checkpointed = update_id
             head = (last[_EXCHANGE], symbol, last[_TS_RECV], update_id, book.depth)
             for name, side in (("ask", book.asks), ("bid", book.bids)):
-                levels = side.levels
-                out.extend(head + (name, *levels[k], n) for k in side.keys)
+                out.extend(head + (name, *level, n) for level in side.levels)
         return out
