@@ -138,3 +138,19 @@ def test_a_side_remembering_prices_stays_exact_and_bounded(monkeypatch):
         assert side.top(len(best)) == [reference[k] for k in best]
         assert side.top_text() == b"".join(level_bytes(*reference[k]) for k in best[:10])
     assert clears > 10 and largest <= 40
+
+
+def test_the_rules_crc32_is_zlibs():
+    """The keeper's CRC32 (ISA-L's when installed) gives zlib's values, chained the way the
+    rule chains the asks' text into the bids'."""
+    import random
+    import zlib
+
+    from recorder.exchanges.kraken import book_rule
+
+    rng = random.Random(3)
+    for n in (0, 1, 7, 64, 150, 1000):
+        asks, bids = rng.randbytes(n), rng.randbytes(rng.randrange(0, 300))
+        seed = book_rule.crc32(asks)
+        assert seed == zlib.crc32(asks)
+        assert book_rule.crc32(bids, seed) == zlib.crc32(asks + bids)
