@@ -44,7 +44,7 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
 
     rng = random.Random(seed)
     # No checksum text per level: this book only orders levels and cuts the depth.
-    asks, bids = _Side(1.0, None), _Side(-1.0, None)
+    asks, bids = _Side(1.0), _Side(-1.0)
     step = round(S / rate)
     mid = 500_000  # in 0.1 ticks: 50000.0
     t, uid = T0, 1
@@ -85,7 +85,8 @@ def generate(data: Path, rows: int, depth: int, rate: float, checkpoint_s: float
                 # What BookKeeper.checkpoint_rows() writes for this book.
                 n = len(asks.keys) + len(bids.keys)
                 cps = [("kraken", SYMBOL, t, uid, depth, name, price, qty, n)
-                       for name, s in (("ask", asks), ("bid", bids)) for price, qty in s.levels]
+                       for name, s in (("ask", asks), ("bid", bids))
+                       for price, qty in s.ordered()]
                 sink.write("book_checkpoints", cps)
                 checkpoints += 1
                 next_cp = t + round(checkpoint_s * S)

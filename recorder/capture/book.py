@@ -14,7 +14,7 @@ snapshot (Kraken sends one only on (re)subscribe; see recorder/analysis/rebuild.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,49 +55,83 @@ def _mark(rows: list[tuple], i: int, j: int, verified: bool) -> None:
 
 
 class _Side:
-    """One side of a book, best level first: sorted sort keys (bids store negated prices)
-    and, aligned with them, each level's text.
+    """One side of a book for a rule that keeps no text per level (KuCoin's sequence
+    rule): levels by sort key, and the keys sorted, best first (bids store negated prices).
+    Such books can be deep (thousands of levels), so only the keys are in a list."""
 
-    When the rule has a text per level (Kraken's checksum), ``texts`` holds it in key order,
-    so the side's top-10 text is one slice and join; it is cached (``text``) and rebuilt
-    only after a change within the top 10, so an update on one side leaves the other
-    side's text as it was.
+    __slots__ = ("keys", "levels", "sign")
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+        self.keys: list[float] = []
+        self.levels: dict[float, tuple[str, str]] = {}  # price text, qty text
+
+    def apply(self, price: str, qty: str) -> None:
+        key = float(price) * self.sign
+        levels = self.levels
+        # Zero: no digit but 0 before any exponent ("0", "0.00000000", "0E-8"); half the
+        # cost of float(qty) == 0.
+        if qty.strip("0.")[:1] in "eE":
+            if levels.pop(key, None) is not None:
+                del self.keys[bisect_left(self.keys, key)]
+            return
+        levels[key] = (price, qty)
+        if len(levels) > len(self.keys):  # a new level
+            insort(self.keys, key)
+
+    def truncate(self, depth: int | None) -> None:
+        if depth is not None and len(self.keys) > depth:
+            levels = self.levels
+            for key in self.keys[depth:]:
+                del levels[key]
+            del self.keys[depth:]
+
+    def top(self, n: int) -> list[tuple[str, str]]:
+        """The best ``n`` levels (price text, qty text), best first."""
+        return list(map(self.levels.__getitem__, self.keys[:n]))
+
+    def ordered(self) -> list[tuple[str, str]]:
+        """Every level, best first."""
+        return self.top(len(self.keys))
+
+
+class _TextSide:
+    """One side of a book whose rule has a text per level (Kraken's checksum): the sorted
+    keys, and aligned with them each level's (price text, qty text) and its text for the
+    rule, so the side's top-10 text is one slice and join. That text is cached (``text``)
+    and rebuilt only after a change within the top 10, so an update on one side leaves the
+    other side's text as it was. (Kraken's books are at most 1,000 levels deep; lists
+    aligned with the keys cost less than a dict beside them at the usual depth of 10.)
 
     ``prices`` remembers each price text seen on this side with its sort key and its part
     of the level text: parsing the price (``float``) and its text were 40 % of applying a
     level, and a book's levels come back to the same prices all the time (in the real
-    Kraken captures 87-90 % of updates name a price seen earlier in the capture). It is
-    cleared when full (``_PRICES_REMEMBERED``).
+    Kraken captures 84-89 % of the updates name one of the last 100 prices). It is cleared
+    when full (``_PRICES_REMEMBERED``).
     """
 
     __slots__ = ("keys", "levels", "texts", "sign", "text", "qty_bytes", "price_bytes",
                  "crc", "prices")
 
-    def __init__(self, sign: float, price_bytes: Callable[[str], bytes] | None = None,
-                 qty_bytes: Callable[[str], bytes] | None = None) -> None:
-        if (price_bytes is None) != (qty_bytes is None):
-            raise ValueError("a level text needs both price_bytes and qty_bytes")
+    def __init__(self, sign: float, price_bytes: Callable[[str], bytes],
+                 qty_bytes: Callable[[str], bytes]) -> None:
         self.sign = sign
         self.price_bytes = price_bytes
         self.qty_bytes = qty_bytes
         self.keys: list[float] = []
-        # Price text and quantity text of each level, aligned with ``keys``: a dict by key
-        # beside the list cost a lookup per update, and a loop to cut the depth.
-        self.levels: list[tuple[str, str]] = []
-        # The level's text for the rule, aligned with ``keys``; computed once per change.
-        self.texts: list[bytes] | None = [] if qty_bytes is not None else None
+        self.levels: list[tuple[str, str]] = []  # price text, qty text
+        self.texts: list[bytes] = []  # price_bytes(price) + qty_bytes(qty)
         self.text: bytes | None = None
         # A rule may keep a value computed from ``text`` here (Kraken: the asks' CRC32);
         # None whenever ``text`` is.
         self.crc: int | None = None
-        self.prices: dict[str, tuple[float, bytes | None]] = {}
+        self.prices: dict[str, tuple[float, bytes]] = {}
 
-    def _learn(self, price: str) -> tuple[float, bytes | None]:
+    def _learn(self, price: str) -> tuple[float, bytes]:
         prices = self.prices
         if len(prices) >= _PRICES_REMEMBERED:
             prices.clear()
-        pb = self.price_bytes
-        known = prices[price] = (float(price) * self.sign, pb(price) if pb else None)
+        known = prices[price] = (float(price) * self.sign, self.price_bytes(price))
         return known
 
     def apply(self, price: str, qty: str) -> None:
@@ -108,27 +142,21 @@ class _Side:
         keys = self.keys
         i = bisect_left(keys, key)
         found = i < len(keys) and keys[i] == key
-        # Zero: no digit but 0 before any exponent ("0", "0.00000000", "0E-8"); half the
-        # cost of float(qty) == 0.
-        if qty.strip("0.")[:1] in "eE":
+        if qty.strip("0.")[:1] in "eE":  # zero: see _Side.apply
             if found:
                 del keys[i]
                 del self.levels[i]
-                if self.texts is not None:
-                    del self.texts[i]
+                del self.texts[i]
                 if i < 10:
                     self.text = self.crc = None
             return
-        qty_bytes = self.qty_bytes
         if found:
             self.levels[i] = (price, qty)
-            if qty_bytes is not None:
-                self.texts[i] = known[1] + qty_bytes(qty)
+            self.texts[i] = known[1] + self.qty_bytes(qty)
         else:
             keys.insert(i, key)
             self.levels.insert(i, (price, qty))
-            if qty_bytes is not None:
-                self.texts.insert(i, known[1] + qty_bytes(qty))
+            self.texts.insert(i, known[1] + self.qty_bytes(qty))
         if i < 10:
             self.text = self.crc = None
 
@@ -137,19 +165,22 @@ class _Side:
         if depth is not None and len(self.keys) > depth:
             del self.keys[depth:]
             del self.levels[depth:]
-            if self.texts is not None:
-                del self.texts[depth:]
+            del self.texts[depth:]
 
     def top(self, n: int) -> list[tuple[str, str]]:
+        """The best ``n`` levels (price text, qty text), best first."""
         return self.levels[:n]
+
+    def ordered(self) -> list[tuple[str, str]]:
+        """Every level, best first."""
+        return list(self.levels)
 
     def top_text(self) -> bytes:
         """The rule's text of the top 10 levels, joined (``text`` holds it until the top
         10 change)."""
         top = self.text
         if top is None:
-            texts = self.texts
-            top = self.text = b"".join(texts[:10]) if texts is not None else b""
+            top = self.text = b"".join(self.texts[:10])
         return top
 
 
@@ -158,8 +189,8 @@ class Book:
     depth: int | None
     price_bytes: Callable[[str], bytes] | None = None
     qty_bytes: Callable[[str], bytes] | None = None
-    asks: _Side = field(init=False)
-    bids: _Side = field(init=False)
+    asks: _Side | _TextSide = field(init=False)
+    bids: _Side | _TextSide = field(init=False)
     # False from a mismatch until the next snapshot: the book is known to be wrong.
     healthy: bool = True
     # The first row of the last message applied and what its checksum said (True, False,
@@ -170,8 +201,13 @@ class Book:
     checkpointed: int | None = None
 
     def __post_init__(self) -> None:
-        self.asks = _Side(1.0, self.price_bytes, self.qty_bytes)
-        self.bids = _Side(-1.0, self.price_bytes, self.qty_bytes)
+        if (self.price_bytes is None) != (self.qty_bytes is None):
+            raise ValueError("a level text needs both price_bytes and qty_bytes")
+        if self.qty_bytes is None:
+            self.asks, self.bids = _Side(1.0), _Side(-1.0)
+        else:
+            self.asks = _TextSide(1.0, self.price_bytes, self.qty_bytes)
+            self.bids = _TextSide(-1.0, self.price_bytes, self.qty_bytes)
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return self.asks.top(n), self.bids.top(n)
@@ -313,5 +349,5 @@ class BookKeeper:
             book.checkpointed = update_id
             head = (last[_EXCHANGE], symbol, last[_TS_RECV], update_id, book.depth)
             for name, side in (("ask", book.asks), ("bid", book.bids)):
-                out.extend(head + (name, *level, n) for level in side.levels)
+                out.extend(head + (name, *level, n) for level in side.ordered())
         return out
