@@ -193,10 +193,10 @@ class Book:
     bids: _Side | _TextSide = field(init=False)
     # False from a mismatch until the next snapshot: the book is known to be wrong.
     healthy: bool = True
-    # The first row of the last message applied and what its checksum said (True, False,
-    # None = nothing to compare): a checkpoint is only taken after a verified update.
-    last: tuple | None = None
-    last_ok: bool | None = None
+    # The first row of the last message applied if the book verified after it (None when
+    # it did not, or there was nothing to compare): a checkpoint is only taken after a
+    # verified update.
+    last_verified: tuple | None = None
     # update_id of the last checkpoint written: an unchanged book is not written again.
     checkpointed: int | None = None
 
@@ -286,20 +286,21 @@ class BookKeeper:
                 asks.truncate(depth)
             if len(bids.keys) > depth:
                 bids.truncate(depth)
-        book.last = first
         failures = _NO_FAILURES
         if not book.healthy:
-            verdict = book.last_ok = False
+            verdict = False
+            book.last_verified = None
         else:
             verdict = self._verify(book, first)
             if verdict is True:
                 self.verified += 1
-                book.last_ok = True
+                book.last_verified = first
             elif verdict is None:
-                book.last_ok = None
+                book.last_verified = None
                 return _NO_FAILURES  # nothing to compare: the rows keep what the parser wrote
             else:
-                book.healthy = book.last_ok = False
+                book.healthy = False
+                book.last_verified = None
                 self.mismatches += 1
                 failures = [IntegrityFailure(symbol, self.rule.failure_kind, verdict,
                                              first[_UPDATE_ID])]
@@ -337,8 +338,8 @@ class BookKeeper:
         """
         out: list[tuple] = []
         for symbol, book in self.books.items():
-            last = book.last
-            if last is None or not book.healthy or book.last_ok is not True:
+            last = book.last_verified
+            if last is None or not book.healthy:
                 continue
             update_id = last[_UPDATE_ID]
             if update_id == book.checkpointed:
