@@ -131,7 +131,10 @@ def test_kraken_outage_is_repaired_trade_by_trade_and_candle_by_candle(tmp_path)
             start = len(tape.trades)
             t0 = time.monotonic()
             sim.control.drop(endpoint="ws_v2", persistent=True)
-            wait_until(lambda: len(tape.trades) - start > 150 and _second_of_minute() < 30,
+            # Ended 2 s into the next minute: the simulator starts that minute's candle with
+            # its first trade, and a reconnect before it would get the cut minute's final
+            # candle in the subscription snapshot, leaving the repair nothing to add.
+            wait_until(lambda: len(tape.trades) - start > 150 and 2 <= _second_of_minute() < 30,
                        30, "trades during the outage, and the minute's end")
             rate = (len(tape.trades) - start) / (time.monotonic() - t0)
             sim.control.clear()
