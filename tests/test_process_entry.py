@@ -1,7 +1,8 @@
 """`recorder run` as the processes it leaves running: it hands its process over to the
 supervisor's own entry point once everything is checked (same pid), and neither the
-supervisor nor a collector keeps what they never use in memory (typer's pydantic, numpy).
-The metrics token never appears on a command line."""
+supervisor nor a collector keeps what they never use in memory (typer's pydantic, numpy;
+pyarrow in the supervisor, also after it stored a collector's restart). The metrics token
+never appears on a command line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from recorder.simulator.testing import SimulatorProcess
-from tests.e2e import start_recorder, stop, wait_until, write_config
+from tests.e2e import count_rows, start_recorder, stop, wait_until, write_config
 
 SUBS = '[[subscribe]]\nchannel = "trade"\nsymbols = ["BTC/USD"]\n'
 # Shared libraries of packages kept out (typer itself is pure Python: pydantic_core shows it).
@@ -41,6 +42,14 @@ def test_run_hands_over_to_a_lean_supervisor_and_lean_collectors(tmp_path: Path)
                 assert token not in " ".join(p.cmdline())
             assert "pyarrow" not in _maps(supervisor.pid)
             assert "recorder collect" in " ".join(collector.cmdline())
+            # A collector dies: the supervisor restarts it and stores the outage as an
+            # events row, through a child of its own, so it still never loads pyarrow.
+            collector.kill()
+            wait_until(lambda: count_rows(
+                tmp_path / "data", "events WHERE kind = 'collector_restarted'") == 1,
+                60, "the restart's events row")
+            assert "pyarrow" not in _maps(supervisor.pid)
+            assert [m for m in KEPT_OUT if m in _maps(supervisor.pid)] == []
         finally:
             stop(proc)
     assert proc.returncode == 0

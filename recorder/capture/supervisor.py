@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recorder.capture.event_writer import record_event_in_child
 from recorder.core.backoff import Backoff
 from recorder.core.config import Config
 
@@ -527,7 +528,7 @@ class Supervisor:
         """A gap that is not in ``events`` is a silent loss: retry (a full disk) until
         stored, and once more when the supervisor ends."""
         delay = 1.0
-        while not record_event(root, kind, detail, ts, exchange=exchange):
+        while not record_event_in_child(root, kind, detail, ts, exchange=exchange):
             if self._finished.is_set():
                 log.error("the %s event for %s was not stored: %s", kind, root,
                           json.dumps(detail))
@@ -572,31 +573,6 @@ def read_states(root: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
     return out
-
-
-def record_event(root: Path, kind: str, detail: dict, ts: float | None = None, *,
-                 exchange: str) -> bool:
-    """Store one ``events`` row in ``root`` (its own small Parquet file). True once it is
-    durable; a data directory that cannot be written is logged, not raised (False)."""
-    try:
-        from sinks.parquet_sink import ParquetSink
-        from sinks.reporting import event_row
-
-        # A source never used before: the sink treats a segment whose name (source + seq)
-        # matches an existing file as already published (see the report on sinks/).
-        source = f"supervisor-{os.getpid()}-{time.time_ns() // 1000}"
-        sink = ParquetSink(root, exchange, source=source, recover_on_start=False,
-                           journal_interval=0.2)
-        ts_us = int((ts or time.time()) * 1_000_000)
-        sink.write("events", [event_row(exchange, ts_us, kind, detail)])
-        if sink.close(timeout=5.0):
-            return True
-        # Journaled but not published: the next collector start recovers it. Writing it
-        # again would list the gap twice.
-        return sink.stats()["rows_journaled"].get("events", 0) >= 1
-    except Exception as e:  # noqa: BLE001 - an event must never take the supervisor down
-        log.error("cannot record the %s event in %s: %s", kind, root, e)
-        return False
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
