@@ -37,9 +37,9 @@ assert _VERIFIED == len(TABLES["book"]) - 1
 
 _SUFFIX = {True: (True,), False: (False,)}
 _NO_FAILURES: tuple = ()
-# Price texts a side remembers before it forgets them all. A depth-10 book hits 84-87 % of
-# its updates with 100 (real Kraken captures) and no more with 4,096; a larger memory
-# would cost the 600-pair scale job about 1 MB per 5 pairs, or double a deep book.
+# Price texts a text side remembers before it forgets them all. In the real Kraken captures
+# 84-89 % of the updates hit with 100 and no more with 4,096, which would cost the 600-pair
+# scale job about 1 MB per 5 pairs.
 _PRICES_REMEMBERED = 100
 
 
