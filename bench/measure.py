@@ -69,6 +69,8 @@ class TreeSampler:
     last_processes: dict[int, tuple[str, int]] = field(default_factory=dict)
     # (t, {pid: (command, rss)}) at each PSS sample
     snapshots: list[tuple[float, dict[int, tuple[str, int]]]] = field(default_factory=list)
+    # (t, {(collector pid, thread id): CPU seconds}) for the collector processes' threads
+    thread_cpu: list[tuple[float, dict[tuple[int, int], float]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
@@ -128,6 +130,7 @@ class TreeSampler:
                     self._gone_cpu += self._last_cpu.pop(pid)
                     self._procs.pop(pid, None)
             now = time.time()
+            self.thread_cpu.append((now, self._collector_threads(procs, live)))
             self.times.append(now)
             self.cpu.append(cpu + self._gone_cpu)
             self.rss.append(sum(sizes))
@@ -148,6 +151,40 @@ class TreeSampler:
                 self.snapshots.append((now, dict(live)))
             n += 1
             self._stop.wait(self.interval)
+
+    @staticmethod
+    def _collector_threads(procs: list[psutil.Process],
+                           live: dict[int, tuple[str, int]]) -> dict[tuple[int, int], float]:
+        out: dict[tuple[int, int], float] = {}
+        for p in procs:
+            if " collect " not in f" {live.get(p.pid, ('', 0))[0]} ":
+                continue
+            try:
+                for t in p.threads():
+                    out[(p.pid, t.id)] = t.user_time + t.system_time
+            except psutil.Error:
+                continue
+        return out
+
+    def thread_split(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds of the collectors' threads between ``t0`` and ``t1`` (the samples
+        nearest inside): ``receive`` (each process's main thread: it receives, parses and
+        keeps the books), ``writer`` (each process's busiest other thread: the sink's
+        writer) and ``other``."""
+        inside = [(t, d) for t, d in self.thread_cpu if t0 <= t <= t1]
+        if len(inside) < 2:
+            return {}
+        (_, first), (_, last) = inside[0], inside[-1]
+        split = {"receive": 0.0, "writer": 0.0, "other": 0.0}
+        for pid in {pid for pid, _ in last}:
+            deltas = {tid: cpu - first.get((pid, tid), 0.0)
+                      for (p, tid), cpu in last.items() if p == pid}
+            split["receive"] += deltas.pop(pid, 0.0)
+            if deltas:
+                busiest = max(deltas, key=deltas.__getitem__)
+                split["writer"] += deltas.pop(busiest)
+                split["other"] += sum(deltas.values())
+        return split
 
     def cpu_at(self, t: float) -> float:
         """Summed CPU seconds of the tree at wall time ``t`` (linear between samples)."""

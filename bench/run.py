@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,9 @@ def measure_e2e(name: str, exchange: str, config: Path, seconds: float,
         # the end of the run (the final journal -> Parquet conversion included), per frame.
         "cpu_s_per_million": (run["cpu_seconds"] - cpu_w) / frames * 1e6,
         "cpu_s_per_million_receiving": (sampler.cpu_at(t_last) - cpu_w) / frames * 1e6,
+        # Where the collector's CPU went while receiving, per thread, µs a frame.
+        "thread_us_per_frame": {k: v / frames * 1e6
+                                for k, v in sampler.thread_split(t_w, t_last).items()},
         "cpu_s_per_million_whole_run": run["cpu_seconds"] / rate["all_frames"] * 1e6,
         "peak_rss_mb": run["peak_rss_mb"], "peak_process_rss_mb": run["peak_process_rss_mb"],
         "rss_while_receiving_mb": max(sampler.rss_between(t_w, t_last), default=0) / 2**20,
@@ -569,6 +573,13 @@ def summary(r: dict) -> dict:
     return out
 
 
+def _thread_line(line: Callable[..., None], e: dict) -> None:
+    split = e.get("thread_us_per_frame") or {}
+    if split:
+        line("    collector threads a frame: receive / sink writer / other",
+             " / ".join(f"{split[k]:.2f}" for k in ("receive", "writer", "other")) + " µs")
+
+
 def _print(r: dict) -> None:
     rows: list[tuple[str, str, str]] = []
 
@@ -595,6 +606,7 @@ def _print(r: dict) -> None:
     line("    CPU per million messages (while receiving)",
          f"{e['cpu_s_per_million_receiving']:.2f} s",
          f"{e['cpu_s_per_million_receiving'] / r['bare']['cpu_s_per_million']:.2f}")
+    _thread_line(line, e)
     line("    peak RSS, supervisor + collector", f"{e['peak_rss_mb']:.0f} MB")
     line("    peak RSS, largest process", f"{e['peak_process_rss_mb']:.0f} MB")
     line("    peak RSS while receiving (tree)", f"{e['rss_while_receiving_mb']:.0f} MB")
@@ -617,6 +629,7 @@ def _print(r: dict) -> None:
     line("  recorder run end to end", rate(e1), f"{e1['msgs_per_s'] / b1:.2f}")
     line("    CPU per million / peak RSS (tree)",
          f"{e1['cpu_s_per_million']:.2f} s / {e1['peak_rss_mb']:.0f} MB")
+    _thread_line(line, e1)
     for mode in ("shipped", "trimmed"):
         cf = r.get(f"cryptofeed_{mode}")
         if not cf:
