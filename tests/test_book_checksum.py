@@ -111,7 +111,7 @@ def test_a_side_stays_exact_and_its_price_memory_bounded(monkeypatch, with_text)
     import random
 
     from recorder.capture import book as book_module
-    from recorder.exchanges.kraken.checksum import digits, level_bytes
+    from recorder.exchanges.kraken.checksum import digits
 
     monkeypatch.setattr(book_module, "_PRICES_REMEMBERED", 40)
     # bids: best (highest) first
@@ -140,7 +140,7 @@ def test_a_side_stays_exact_and_its_price_memory_bounded(monkeypatch, with_text)
         best = best[:10]
         assert side.top(len(best)) == side.ordered() == [reference[k] for k in best]
         if with_text:
-            assert side.top_text() == b"".join(level_bytes(*reference[k]) for k in best)
+            assert side.top_text() == "".join(level_text(*reference[k]) for k in best).encode()
     assert not with_text or (clears > 10 and largest <= 40)
 
 

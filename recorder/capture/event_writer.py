@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from recorder.core.logs import setup_logging
+
 log = logging.getLogger("recorder.capture.event_writer")
 
 # Importing pyarrow and publishing one small file takes well under a second; a full or
@@ -76,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m recorder.capture.event_writer ROOT EXCHANGE KIND TS "
               "< DETAIL_JSON", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("warning")
     root, exchange, kind, ts = args
     detail = json.loads(sys.stdin.read() or "{}")
     stored = record_event(Path(root), kind, detail, None if ts == "-" else float(ts),

@@ -58,6 +58,7 @@ from typing import Any
 from recorder.capture.event_writer import record_event_in_child
 from recorder.core.backoff import Backoff
 from recorder.core.config import Config
+from recorder.core.logs import setup_logging
 
 log = logging.getLogger("recorder.capture.supervisor")
 
@@ -615,9 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metrics-token", default=os.environ.get("RECORDER_METRICS_TOKEN"),
                    help="(default: $RECORDER_METRICS_TOKEN)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    setup_logging(args.log_level)
     loaded: list[Config] = []
     for path in args.configs:
         try:

@@ -15,15 +15,11 @@ import sys
 import threading
 from pathlib import Path
 
+from recorder.core.logs import setup_logging
+
 # A SIGTERM during start-up (journal recovery can take seconds) must not kill the process
 # half-way: remember it, and stop as soon as the collector exists.
 early_stop = threading.Event()
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
 
 
 def _fail(message: str, code: int = 2) -> int:

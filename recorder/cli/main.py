@@ -9,9 +9,9 @@ from pathlib import Path
 
 import typer
 
-from recorder.cli.collect import setup_logging
 from recorder.cli.usage import fail
 from recorder.core.config import Config, ConfigError, load_config
+from recorder.core.logs import setup_logging
 
 # No locals in tracebacks: a credential must never reach a terminal or a log.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",

@@ -21,20 +21,15 @@ import zlib
 from collections.abc import Iterable
 
 
-def level_text(price: str, qty: str) -> str:
-    """One level's contribution: ``"0.05005", "0.00000500"`` -> ``"5005500"``."""
-    return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
-
-
 def digits(text: str) -> bytes:
     """A price's or a quantity's part of a level's text, as ASCII bytes:
     ``"0.00000500"`` -> ``b"500"``."""
     return text.replace(".", "").lstrip("0").encode()
 
 
-def level_bytes(price: str, qty: str) -> bytes:
-    """``level_text`` as ASCII bytes, ready to be joined and checksummed."""
-    return digits(price) + digits(qty)
+def level_text(price: str, qty: str) -> str:
+    """One level's contribution: ``"0.05005", "0.00000500"`` -> ``"5005500"``."""
+    return (digits(price) + digits(qty)).decode()
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:

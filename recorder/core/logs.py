@@ -1,0 +1,14 @@
+"""How every recorder process writes its log: one line per record on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str) -> None:
+    """Log at ``level`` (a name: debug, info, warning, ...; info if unknown) to stderr."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format=LOG_FORMAT, stream=sys.stderr)
