@@ -1,8 +1,9 @@
-"""The writer thread: converts queued rows, journals them, and decides when files end.
+"""The writer thread: journals queued batches and decides when files end.
 
-Everything slow or fallible happens here, never in ``ParquetSink.write``. When the disk
-refuses a write, this thread stops taking rows (the bounded queue then pushes back on the
-collector), keeps what it holds, and retries until the disk accepts it again.
+Everything that touches the disk happens here, never in ``ParquetSink.write``, which only
+converts rows to Arrow: CPU work that cannot block on I/O. When the disk refuses a write,
+this thread stops taking batches (the bounded queue then pushes back on the collector),
+keeps what it holds, and retries until the disk accepts it again.
 
 Memory held here is bounded by that rule: ``_backlog`` (converted batches not yet in a
 segment) is non-empty only after a failed write, and then no new inbox item is taken until
@@ -23,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.core.schema import TABLES, column_index
-from sinks.convert import Problem, rows_to_batch
+from recorder.core.schema import column_index
+from sinks.convert import rows_to_batch
 from sinks.incidents import IncidentFile
 from sinks.journal import SegmentInfo, SegmentWriter
 from sinks.layout import day_of, partition_dir, window_of
@@ -104,8 +105,8 @@ class Writer(threading.Thread):
             if item is None:
                 self._store_events()
                 self._sync_if_due()
-            elif item[0] == "rows":
-                self._rows(*item[1:])
+            elif item[0] == "batch":
+                self._batch(*item[1:])
             elif item[0] == "tick":
                 self._store_events()
                 self._sync_all()
@@ -121,7 +122,7 @@ class Writer(threading.Thread):
                 self.publisher.put(item)
                 return True
         except OSError as e:
-            if item is not None and item[0] != "rows":  # rows are safe in the backlog
+            if item is not None and item[0] != "batch":  # its rows are safe in the backlog
                 self._redo = item
             self._failed(e)
         except Exception as e:  # noqa: BLE001 - a bug must not stop a weeks-long capture
@@ -132,32 +133,11 @@ class Writer(threading.Thread):
 
     # -- rows ------------------------------------------------------------------------------
 
-    def _rows(self, table: str, rows: list[tuple], arrival_us: int) -> None:
-        batch, problems = rows_to_batch(table, rows)
-        if problems:
-            self._report_values(table, rows, problems, arrival_us)
+    def _batch(self, table: str, batch: pa.RecordBatch, arrival_us: int) -> None:
         self._enqueue(table, batch, arrival_us)
         self._store_events()
         self._drain()
         self._sync_if_due()
-
-    def _report_values(self, table: str, rows: list, problems: list[Problem],
-                       arrival_us: int) -> None:
-        names = [c.name for c in TABLES[table]]
-        sym = names.index("symbol") if "symbol" in names else None
-        ts = names.index("ts_recv") if "ts_recv" in names else None
-        for p in problems:
-            row = rows[p.row]
-            whole = isinstance(row, tuple | list) and len(row) == len(names)
-            symbol = row[sym] if whole and sym is not None else None
-            ts_us = row[ts] if whole and ts is not None else None
-            self.reporter.problem(
-                "value_unconvertible",
-                {"table": table, "column": p.column, "text": p.text, "reason": p.reason},
-                symbol=symbol if isinstance(symbol, str) else None, channel=table,
-                ts_us=ts_us if type(ts_us) is int else arrival_us,
-                event=table != "events",  # never report an events row with an events row
-            )
 
     def _store_events(self) -> None:
         rows = self.reporter.take()

@@ -40,9 +40,9 @@ class Boom(BaseException):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_writer_death_becomes_an_event_at_the_next_start(tmp_path: Path, monkeypatch) -> None:
     def broken(self, *args):
-        raise Boom("converter exploded")
+        raise Boom("journal exploded")
 
-    monkeypatch.setattr(writer.Writer, "_rows", broken)
+    monkeypatch.setattr(writer.Writer, "_batch", broken)
     sink = ParquetSink(tmp_path, "kraken", source="dies-1", flush_rows=10)
     t_before = time.time_ns() // 1000
     with pytest.raises(SinkError, match="writer thread has stopped"):
@@ -58,7 +58,7 @@ def test_writer_death_becomes_an_event_at_the_next_start(tmp_path: Path, monkeyp
     assert not path.exists()
     assert [e[0] for e in events(tmp_path)] == ["sink_writer_died"]
     ((kind, detail, ts),) = events(tmp_path)
-    assert "converter exploded" in detail["error"] and detail["source"] == "dies-1"
+    assert "journal exploded" in detail["error"] and detail["source"] == "dies-1"
     assert detail["rows_held"] >= 0
     assert t_before <= ts <= time.time_ns() // 1000  # when it happened, not when stored
 

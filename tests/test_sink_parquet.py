@@ -187,15 +187,47 @@ def test_unconvertible_values_become_events(tmp_path: Path) -> None:
     assert seen and seen[0][0] == "value_unconvertible"
 
 
+def test_a_conversion_bug_is_an_event_and_recording_goes_on(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    # The rows become Arrow in the caller's thread: a converter that raises (a bug, not a
+    # bad value) must cost only its own chunk, say so with the count, and not stop the sink.
+    real = parquet_sink.rows_to_batch
+    calls = []
+
+    def first_call_raises(table, rows):
+        calls.append(table)
+        if len(calls) == 1:
+            raise RuntimeError("converter bug")
+        return real(table, rows)
+
+    monkeypatch.setattr(parquet_sink, "rows_to_batch", first_call_raises)
+    seen: list[tuple[str, dict]] = []
+    with sink_at(tmp_path, Clock(T0), flush_rows=3,
+                 on_problem=lambda k, d: seen.append((k, d))) as sink:
+        sink.write("trades", [row("trades", ts_recv=T0 + i, price="1", qty="1")
+                              for i in range(3)])
+        sink.write("trades", [row("trades", ts_recv=T0 + 10 + i, price="2", qty="1")
+                              for i in range(3)])
+    assert sql(f"select count(*), min(price) from {trades_view(tmp_path)}") == [
+        (3, Decimal("2"))]
+    ((kind, detail),) = seen
+    assert kind == "sink_internal_error"
+    assert detail["rows_lost"] == 3 and detail["table"] == "trades"
+    assert "converter bug" in detail["error"]
+    events = sql(f"""select kind, detail from read_parquet('{tmp_path}/events/**/*.parquet')""")
+    assert [k for k, _ in events] == ["sink_internal_error"]
+    assert '"rows_lost":3' in events[0][1]
+
+
 def test_write_blocks_when_the_queue_is_full(tmp_path: Path, monkeypatch) -> None:
     gate = threading.Event()
-    original = writer.Writer._rows
+    original = writer.Writer._batch
 
-    def slow_rows(self, *args):
+    def slow_batch(self, *args):
         gate.wait(10)
         return original(self, *args)
 
-    monkeypatch.setattr(writer.Writer, "_rows", slow_rows)
+    monkeypatch.setattr(writer.Writer, "_batch", slow_batch)
     sink = sink_at(tmp_path, Clock(T0), max_queued_rows=300, flush_rows=100)
     done = threading.Event()
 

@@ -188,7 +188,7 @@ class Collector:
         # The receive loop creates a tuple per row: hundreds of thousands a second. With
         # the default thresholds the cyclic GC runs a young collection every 700 of them
         # and rescans what is alive; the modules loaded so far never become garbage. Rows
-        # live until the sink's writer has converted them (a tenth of a second or so): a
+        # live until the sink has converted them to Arrow (a tenth of a second or so): a
         # young generation that large lets most of them die before a collection looks.
         gc.freeze()
         gc.set_threshold(300_000, 50, 100)
