@@ -131,7 +131,7 @@ class Writer(threading.Thread):
                                   level=logging.ERROR)
         return False
 
-    # -- rows ------------------------------------------------------------------------------
+    # -- batches ---------------------------------------------------------------------------
 
     def _batch(self, table: str, batch: pa.RecordBatch, arrival_us: int) -> None:
         self._enqueue(table, batch, arrival_us)
