@@ -168,9 +168,9 @@ class TreeSampler:
 
     def thread_split(self, t0: float, t1: float) -> dict[str, float]:
         """CPU seconds of the collectors' threads between ``t0`` and ``t1`` (the samples
-        nearest inside): ``receive`` (each process's main thread: it receives, parses and
-        keeps the books), ``writer`` (each process's busiest other thread: the sink's
-        writer) and ``other``."""
+        nearest inside): ``receive`` (each process's main thread: it receives, parses,
+        keeps the books and turns rows into Arrow), ``writer`` (each process's busiest
+        other thread: the sink's writer, which journals) and ``other``."""
         inside = [(t, d) for t, d in self.thread_cpu if t0 <= t <= t1]
         if len(inside) < 2:
             return {}

@@ -90,7 +90,7 @@ class ParquetSink:
     ) -> None:
         """``source`` names this writer in file names (default ``<host>-<pid>``).
         ``max_queued_rows`` bounds the rows waiting for the writer thread (as Arrow batches,
-        tens of bytes a row); ``flush_rows`` is the size of the chunks handed to it.
+        about 100 B a book row); ``flush_rows`` is the size of the chunks handed to it.
         ``late_seconds``: how long after its window ends a file waits for late rows.
         ``max_publish_waiting``: retired files waiting for the publisher before the writer
         blocks (back-pressure). ``host`` fills the ``host`` column of events rows that have

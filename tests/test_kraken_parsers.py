@@ -252,3 +252,17 @@ def test_status_connection_id_above_2_63():
                                     '"systemStatus","status":"online","version":"1.8.3"}'])
     assert controls[0].kind == "status" and controls[0].value == "online"
     assert json.loads(out["events"][0][5])["connection_id"] == 18239578009413566319
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1618678142.557535", 1618678142557535),  # v1's usual six decimals (the fast path)
+    (".123456", 123456),  # six decimals and nothing before the point: still the fast path
+    ("5.5", 5500000),
+    ("1618678142.5575359", 1618678142557535),  # digits beyond the microsecond dropped
+    ("1618678142", 1618678142000000),
+    (None, None),
+])
+def test_epoch_us_is_exact_in_every_form(text, expected):
+    from recorder.exchanges.kraken.common import epoch_us
+
+    assert epoch_us(text) == expected

@@ -14,8 +14,8 @@ from recorder.core.secrets import CredentialError
 
 log = logging.getLogger("recorder")
 
-# Rows waiting for the sink's writer thread (as Arrow batches, tens of bytes each): enough
-# to ride out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
+# Rows waiting for the sink's writer thread (as Arrow batches, about 100 B a book row):
+# enough to ride out a slow fsync, small enough to keep a collector's RSS well under 200 MB.
 MAX_QUEUED_ROWS = 32_768
 # Publishing a file holds one row group in memory; 50k rows keeps that spike near 10 MB while
 # DuckDB still prunes and scans at full speed.

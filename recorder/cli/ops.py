@@ -69,11 +69,10 @@ def watch(
     from recorder.analysis.tail import canonical_symbol
     from recorder.capture.watch import watch as run_watch
     from recorder.core.config import ConfigError, load_config
+    from recorder.core.logs import setup_logging
     from recorder.core.secrets import CredentialError
 
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    setup_logging(log_level, default=logging.WARNING)
     try:
         cfg = load_config(config)
     except ConfigError as e:

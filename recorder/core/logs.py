@@ -8,7 +8,8 @@ import sys
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(level: str) -> None:
-    """Log at ``level`` (a name: debug, info, warning, ...; info if unknown) to stderr."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+def setup_logging(level: str, default: int = logging.INFO) -> None:
+    """Log at ``level`` (a name: debug, info, warning, ...; ``default`` if unknown) to
+    stderr."""
+    logging.basicConfig(level=getattr(logging, level.upper(), default),
                         format=LOG_FORMAT, stream=sys.stderr)

@@ -27,7 +27,7 @@ def epoch_us(text: str | None) -> int | None:
     microseconds, exactly (digits beyond the microsecond are dropped, as for ISO text)."""
     if text is None:
         return None
-    if len(text) > 7 and text[-7] == ".":  # nearly always: six decimals
+    if len(text) >= 7 and text[-7] == ".":  # nearly always: six decimals
         return int(text[:-7] + text[-6:])
     seconds, _, frac = text.partition(".")
     return int(seconds) * 1_000_000 + int((frac + "000000")[:6])
