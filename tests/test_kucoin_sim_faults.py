@@ -212,3 +212,48 @@ def test_faults_from_cli_flags():
         elapsed = time.monotonic() - t0
         assert gap and code == 1000 and 1.8 < elapsed < 4
         assert sim.control.stats()["faults"]["age_cut"] == 1
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _Stats:
+    def count(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("exchange", ["kucoin", "kraken"])
+def test_a_frame_sent_after_a_stall_never_overtakes_what_the_stall_held(exchange):
+    """On a busy event loop the stall's end timer can run after the next frame is sent:
+    the held frames must still go out first (a frame overtaking them is a sequence gap)."""
+    import random
+    from types import SimpleNamespace
+
+    if exchange == "kucoin":
+        from recorder.simulator.kucoin.session import Session
+    else:
+        from recorder.simulator.kraken.session import Session
+    sim = SimpleNamespace(stats=_Stats(), conn_rng=random.Random(1))
+    ws = SimpleNamespace(transport=_Transport())
+    s = (Session(sim, ws, False, "c1", 1) if exchange == "kucoin"
+         else Session(sim, ws, "ws_v2"))
+    s.stall_until = time.monotonic() + 60
+    s.send(b"held-1", "book")
+    s.send(b"held-2", "book")
+    assert ws.transport.written == []
+    s.stall_until = time.monotonic() - 0.001  # over, and its timer has not run yet
+    s.send(b"next", "book")
+    assert ws.transport.written == [b"held-1", b"held-2", b"next"]
+    s._unstall()  # the late timer: nothing left to send
+    assert ws.transport.written == [b"held-1", b"held-2", b"next"]

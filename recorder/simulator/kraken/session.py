@@ -101,7 +101,9 @@ class Session:
             if self.stalled:
                 self.held.append((frame, channel))
                 return
-            self.stall_until = 0.0
+            # The stall is over but its timer has not run yet (a busy event loop): what it
+            # held goes out first, or this frame would overtake it (a sequence gap).
+            self._unstall()
         if not self._write(frame):
             return
         self.sent += count
